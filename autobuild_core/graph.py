@@ -1,0 +1,165 @@
+"""The data model every search space produces and the ranker consumes.
+
+An architecture becomes a small directed graph: one node per layer (macro spaces) or per
+operation (cell spaces), edges along the data flow (source -> target). Node features follow the
+space's :class:`FeatureSpec` schema: positional and categorical features are stored as integer
+indices into their vocabularies (``x_cat``), continuous ones as raw floats (``x_cont``).
+
+Training touches thousands of tiny graphs hundreds of times, so instead of collating PyG ``Data``
+objects per mini-batch we collate once into a :class:`GraphSet` (flat tensors + node pointers)
+and cut mini-batches out of it with index arithmetic. The resulting :class:`GraphBatch` carries
+exactly what ``torch_geometric`` layers need (``edge_index``, ``batch``), and can be converted to
+a PyG ``Batch`` when a user wants one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+FEATURE_KINDS = ("positional", "categorical", "continuous")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One node feature of a space's schema.
+
+    ``values`` is the ordered vocabulary of a positional/categorical feature (indices into it are
+    stored), or the candidate values of a continuous one (optional; used for importance read-out
+    and for building). ``low``/``high`` scale a continuous feature to about [0, 1] inside the
+    FE-MLP so the schema, not the model, decides the units.
+    """
+
+    name: str
+    kind: str
+    values: tuple = ()
+    low: float = 0.0
+    high: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"feature {self.name!r}: kind must be one of {FEATURE_KINDS}, not {self.kind!r}")
+        if self.kind != "continuous" and not self.values:
+            raise ValueError(f"feature {self.name!r}: a {self.kind} feature needs its vocabulary in `values`")
+        if self.kind == "continuous" and not self.high > self.low:
+            raise ValueError(f"feature {self.name!r}: `high` must exceed `low`")
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind != "continuous"
+
+    def index(self, value) -> int:
+        """Vocabulary index of ``value`` (categorical/positional features only)."""
+        try:
+            return self.values.index(value)
+        except ValueError:
+            raise ValueError(f"feature {self.name!r} has no value {value!r}; allowed: {list(self.values)}") from None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "values": list(self.values), "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        return cls(d["name"], d["kind"], tuple(d.get("values", ())), float(d.get("low", 0.0)), float(d.get("high", 1.0)))
+
+
+def split_schema(features: Sequence[FeatureSpec]) -> tuple[list[FeatureSpec], list[FeatureSpec]]:
+    """(categorical-like features in x_cat column order, continuous features in x_cont column order)."""
+    return [f for f in features if f.is_categorical], [f for f in features if not f.is_categorical]
+
+
+@dataclass
+class ArchGraph:
+    """One architecture (or one unit configuration) as a graph.
+
+    x_cat: int64 [N, n_cat]; x_cont: float32 [N, n_cont]; edge_index: int64 [2, E] (source, target).
+    """
+
+    x_cat: torch.Tensor
+    x_cont: torch.Tensor
+    edge_index: torch.Tensor
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.x_cat.shape[0])
+
+    @staticmethod
+    def from_rows(cat_rows: Sequence[Sequence[int]], cont_rows: Sequence[Sequence[float]], edges: Sequence[tuple[int, int]]) -> "ArchGraph":
+        n = len(cat_rows)
+        x_cat = torch.tensor(cat_rows, dtype=torch.long).reshape(n, -1)
+        x_cont = torch.tensor(cont_rows, dtype=torch.float32).reshape(n, -1)
+        ei = torch.tensor(list(edges), dtype=torch.long).reshape(-1, 2).t().contiguous()
+        return ArchGraph(x_cat, x_cont, ei)
+
+    def to_pyg(self):
+        """A ``torch_geometric.data.Data`` view (for users who want PyG's own tooling)."""
+        from torch_geometric.data import Data
+
+        return Data(x_cat=self.x_cat, x_cont=self.x_cont, edge_index=self.edge_index, num_nodes=self.num_nodes)
+
+
+@dataclass
+class GraphBatch:
+    """Several graphs as one disconnected graph, in PyG's convention (``batch`` maps node -> graph)."""
+
+    x_cat: torch.Tensor
+    x_cont: torch.Tensor
+    edge_index: torch.Tensor
+    batch: torch.Tensor
+    num_graphs: int
+
+    def to(self, device) -> "GraphBatch":
+        return GraphBatch(self.x_cat.to(device), self.x_cont.to(device), self.edge_index.to(device), self.batch.to(device), self.num_graphs)
+
+
+class GraphSet:
+    """Many graphs collated once; ``batch(ids)`` cuts out any subset without Python loops per graph."""
+
+    def __init__(self, graphs: Sequence[ArchGraph]):
+        if not graphs:
+            raise ValueError("GraphSet needs at least one graph")
+        self.n = len(graphs)
+        n_nodes = torch.tensor([g.num_nodes for g in graphs], dtype=torch.long)
+        n_edges = torch.tensor([int(g.edge_index.shape[1]) for g in graphs], dtype=torch.long)
+        self.node_ptr = torch.zeros(self.n + 1, dtype=torch.long)
+        self.node_ptr[1:] = torch.cumsum(n_nodes, 0)
+        self.edge_ptr = torch.zeros(self.n + 1, dtype=torch.long)
+        self.edge_ptr[1:] = torch.cumsum(n_edges, 0)
+        self.x_cat = torch.cat([g.x_cat for g in graphs], 0)
+        self.x_cont = torch.cat([g.x_cont for g in graphs], 0)
+        # edges stored with graph-local node ids; offsets are added per batch
+        self.edge_local = torch.cat([g.edge_index for g in graphs], 1) if n_edges.sum() > 0 else torch.zeros(2, 0, dtype=torch.long)
+        self.n_nodes = n_nodes
+        self.n_edges = n_edges
+
+    def __len__(self) -> int:
+        return self.n
+
+    @staticmethod
+    def _ranges(ptr: torch.Tensor, counts: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Concatenated ``arange(ptr[i], ptr[i]+counts[i])`` for i in ids, vectorised."""
+        c = counts[ids]
+        total = int(c.sum())
+        if total == 0:
+            return torch.zeros(0, dtype=torch.long)
+        starts = ptr[ids]
+        seg_start = torch.repeat_interleave(torch.cumsum(c, 0) - c, c)
+        return torch.repeat_interleave(starts, c) + torch.arange(total) - seg_start
+
+    def batch(self, ids: Sequence[int] | torch.Tensor | None = None) -> GraphBatch:
+        ids = torch.arange(self.n) if ids is None else torch.as_tensor(ids, dtype=torch.long)
+        node_idx = self._ranges(self.node_ptr, self.n_nodes, ids)
+        edge_idx = self._ranges(self.edge_ptr, self.n_edges, ids)
+        nn_ = self.n_nodes[ids]
+        new_node_offset = torch.cumsum(nn_, 0) - nn_
+        batch_vec = torch.repeat_interleave(torch.arange(len(ids)), nn_)
+        edge_graph = torch.repeat_interleave(torch.arange(len(ids)), self.n_edges[ids])
+        ei = self.edge_local[:, edge_idx] + new_node_offset[edge_graph].unsqueeze(0)
+        return GraphBatch(self.x_cat[node_idx], self.x_cont[node_idx], ei, batch_vec, len(ids))
+
+    def exit_node_global_index(self, ids: torch.Tensor, local_exit: torch.Tensor) -> torch.Tensor:
+        """Row, inside ``batch(ids)``, of each graph's node ``local_exit[i]``."""
+        nn_ = self.n_nodes[ids]
+        return torch.cumsum(nn_, 0) - nn_ + local_exit
