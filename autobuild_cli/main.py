@@ -1,0 +1,102 @@
+"""Entry point of the ``autobuild`` command.
+
+Sub-commands live next to the code they drive and register themselves through a
+``register(subparsers)`` function that adds a parser and sets ``func=callable(args) -> int``.
+Modules are listed here (not discovered) so that start-up stays fast and predictable.
+
+User-fixable errors (:class:`autobuild_core.errors.AutoBuildError`, pydantic validation errors)
+print as one paragraph and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Top-level command modules, and the modules of the `bench` group.
+COMMAND_MODULES = [
+    "autobuild_cli.commands",
+]
+BENCH_MODULES = [
+    "benchmarks.ranker",
+    "benchmarks.motifs",
+    "benchmarks.train",
+    "benchmarks.search",
+    "benchmarks.studies",
+    "benchmarks.all",
+]
+
+
+def _import_optional(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:  # a command module not written yet must not break the rest
+        if e.name == name:
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autobuild", description="AutoBuild: interpretable module scores for neural architecture search.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        mod = _import_optional(name)
+        if mod is not None:
+            mod.register(sub)
+    bench = sub.add_parser("bench", help="benchmarks: print a summary and write JSON with --json")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    for name in BENCH_MODULES:
+        mod = _import_optional(name)
+        if mod is not None:
+            mod.register(bench_sub)
+    bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
+    return parser
+
+
+def format_error(exc: BaseException) -> str:
+    """One readable paragraph for a user-fixable error."""
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover
+        ValidationError = ()  # type: ignore
+    if ValidationError and isinstance(exc, ValidationError):
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            lines.append(f"{loc or 'config'}: {err.get('msg')}")
+        return "Invalid configuration: " + "; ".join(lines) + ". Fix these fields in the config file or --set overrides."
+    return str(exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from autobuild_core.errors import AutoBuildError
+
+    user_errors: tuple = (AutoBuildError, FileNotFoundError)
+    try:
+        from pydantic import ValidationError
+
+        user_errors = user_errors + (ValidationError,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        rc = args.func(args)
+    except user_errors as exc:
+        if args.debug:
+            raise
+        print(f"autobuild: error: {format_error(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autobuild: interrupted; stored evaluations are kept and a rerun resumes.", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
