@@ -106,6 +106,15 @@ class SearchSpace(ABC):
     def unit_graph(self, unit: int, config: Config, globals: dict | None = None) -> UnitGraph:
         """Unit configuration as a small graph plus the node and hop that cover exactly it."""
 
+    def unit_graphs(self, unit: int, configs: Sequence[Config], globals: dict | None = None) -> list[UnitGraph]:
+        """All configurations of a unit as graphs; spaces may override with a vectorised version
+        (scoring every configuration of a space must take seconds, not minutes)."""
+        return [self.unit_graph(unit, c, globals) for c in configs]
+
+    def format_config(self, unit: int, config: Config) -> str:
+        """Short human-readable label of a unit configuration (used in score tables and plots)."""
+        return "-".join("/".join(str(v) for v in layer) for layer in config)
+
     # ---- real networks ---------------------------------------------------------------------
     @abstractmethod
     def build_model(self, arch: Arch, num_classes: int = 10, in_chans: int = 3, resolution: int | None = None):

@@ -1,0 +1,175 @@
+"""Building an architecture from the best-scored unit configurations, and pruning a space to the
+top-k configurations of each unit (method.md §4).
+
+Global choices (resolution, a link pattern, ...) are not units: they are scored through the
+FE-MLP coordinate of the node feature of the same name, when the space has one, and otherwise
+left at the space's default.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+from .importance import best_values
+from .scoring import config_of
+
+
+def best_globals(space, importance: pd.DataFrame | None) -> dict:
+    """Best-scored value of every global choice that has a same-named node feature."""
+    g = dict(space.default_globals())
+    if importance is not None and len(space.global_choices):
+        for name, value in best_values(importance, list(space.global_choices)).items():
+            allowed = space.global_choices[name]
+            # continuous features may have been read out at values outside the menu: snap
+            g[name] = value if value in allowed else min(allowed, key=lambda a: abs(float(a) - float(value)))
+    return g
+
+
+def _ranked_unit_configs(scores: pd.DataFrame, unit: int) -> pd.DataFrame:
+    sub = scores[scores["unit"] == unit].sort_values("score", ascending=False, kind="stable")
+    if sub.empty:
+        raise ConfigError(f"The score table has no configurations for unit {unit}; score all units before building or pruning.")
+    return sub
+
+
+def build_arch(space, scores: pd.DataFrame, importance: pd.DataFrame | None = None, globals: dict | None = None):
+    """Top-1 configuration of every unit plus the best-scored global choices."""
+    configs = [config_of(_ranked_unit_configs(scores, u).iloc[0]["config"]) for u in range(len(space.units))]
+    g = best_globals(space, importance)
+    g.update(globals or {})
+    return space.assemble(configs, g)
+
+
+@dataclass
+class PrunedSpace:
+    """The top-k configurations of each unit (best first) and the global choices kept
+    (best first): a space of prod(k_u) * prod(|globals|) architectures."""
+
+    space: object
+    unit_choices: list  # list[list[config]]
+    unit_scores: list  # list[list[float]]
+    global_choices: dict  # name -> tuple, best first
+
+    @property
+    def name(self) -> str:
+        return f"{self.space.name}[pruned k={','.join(str(len(c)) for c in self.unit_choices)}]"
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(c) for c in self.unit_choices) * math.prod(len(v) for v in self.global_choices.values())
+
+    def arch(self, indices: Sequence[int], globals: dict | None = None):
+        g = {k: v[0] for k, v in self.global_choices.items()}
+        g.update(globals or {})
+        return self.space.assemble([self.unit_choices[u][i] for u, i in enumerate(indices)], g)
+
+    def contains(self, arch) -> bool:
+        if any(cfg not in choices for cfg, choices in zip(arch.units, self.unit_choices)):
+            return False
+        gd = arch.global_dict
+        return all(gd.get(k) in v for k, v in self.global_choices.items())
+
+    def sample(self, n: int, seed: int | np.random.Generator = 0) -> list:
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        out = []
+        for _ in range(n):
+            idx = [int(rng.integers(len(c))) for c in self.unit_choices]
+            g = {k: v[int(rng.integers(len(v)))] for k, v in self.global_choices.items()}
+            out.append(self.arch(idx, g))
+        return out
+
+    def _unit_combos_by_score(self) -> Iterator[tuple]:
+        """Index tuples in decreasing order of summed unit score (lazy best-first search)."""
+        scores = self.unit_scores
+        start = tuple(0 for _ in scores)
+        heap = [(-sum(s[0] for s in scores), start)]
+        seen = {start}
+        while heap:
+            neg, idx = heapq.heappop(heap)
+            yield idx
+            for u in range(len(idx)):
+                if idx[u] + 1 < len(scores[u]):
+                    nxt = idx[:u] + (idx[u] + 1,) + idx[u + 1 :]
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        heapq.heappush(heap, (neg + scores[u][idx[u]] - scores[u][idx[u] + 1], nxt))
+
+    def enumerate_by_score(self, limit: int | None = None) -> Iterator:
+        """Architectures in order of summed unit score; for each unit combination the global
+        choices follow in their best-first order."""
+        names = list(self.global_choices)
+        glob_combos = [dict(zip(names, vals)) for vals in itertools.product(*(self.global_choices[n] for n in names))]
+        count = 0
+        for idx in self._unit_combos_by_score():
+            for g in glob_combos:
+                if limit is not None and count >= limit:
+                    return
+                yield self.arch(idx, g)
+                count += 1
+
+    def describe(self) -> dict:
+        return {
+            "space": self.space.name,
+            "size": self.size,
+            "k": [len(c) for c in self.unit_choices],
+            "units": [
+                [{"config": [list(layer) for layer in c], "label": self.space.format_config(u, c), "score": float(s)} for c, s in zip(cs, ss)]
+                for u, (cs, ss) in enumerate(zip(self.unit_choices, self.unit_scores))
+            ],
+            "globals": {k: list(v) for k, v in self.global_choices.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.describe(), indent=1)
+
+    @classmethod
+    def from_dict(cls, space, d: dict) -> "PrunedSpace":
+        if d.get("space") != space.name:
+            raise ConfigError(f"Pruned space was made for {d.get('space')!r}, not {space.name!r}.")
+        choices = [[tuple(tuple(layer) for layer in row["config"]) for row in unit] for unit in d["units"]]
+        scores = [[float(row["score"]) for row in unit] for unit in d["units"]]
+        return cls(space, choices, scores, {k: tuple(v) for k, v in d["globals"].items()})
+
+
+def prune_space(space, scores: pd.DataFrame, k: int | Sequence[int] = 5, importance: pd.DataFrame | None = None, keep_globals: str | int = "all") -> PrunedSpace:
+    """Keep the top-``k`` configurations per unit (``k`` may be a list, one per unit).
+
+    ``keep_globals``: "all" keeps every global value (ordered best first), "best" keeps only the
+    best-scored one, an int keeps that many.
+    """
+    n_units = len(space.units)
+    ks = [int(k)] * n_units if isinstance(k, (int, np.integer)) else [int(x) for x in k]
+    if len(ks) != n_units or any(x < 1 for x in ks):
+        raise ConfigError(f"prune.k must be a positive integer or a list of {n_units} positive integers (one per unit), got {k!r}.")
+    choices, sc = [], []
+    for u in range(n_units):
+        sub = _ranked_unit_configs(scores, u).head(ks[u])
+        choices.append([config_of(c) for c in sub["config"]])
+        sc.append([float(s) for s in sub["score"]])
+    best = best_globals(space, importance)
+    globs = {}
+    for name, allowed in space.global_choices.items():
+        order = list(allowed)
+        if importance is not None:
+            sub = importance[importance["feature"] == name]
+            val_score = {v: s for v, s in zip(sub["value"], sub["score"])}
+            order.sort(key=lambda a: -val_score.get(a, -np.inf))
+        order.remove(best[name])
+        order.insert(0, best[name])
+        if keep_globals == "best":
+            order = order[:1]
+        elif isinstance(keep_globals, int):
+            order = order[: max(1, keep_globals)]
+        elif keep_globals != "all":
+            raise ConfigError(f"prune.keep_globals must be 'all', 'best' or a positive integer, got {keep_globals!r}.")
+        globs[name] = tuple(order)
+    return PrunedSpace(space, choices, sc, globs)

@@ -1,0 +1,305 @@
+"""Training the ranker, and the trained artefact that everything downstream consumes.
+
+:class:`TrainedRanker` bundles the model with what scoring needs besides weights: the target's
+standardisation, the hop moments (spread of node-embedding norms per hop) and the unit moments
+(spread of the raw target per unit and depth), so that unit scores come out in the target's own
+units and are comparable across units and depths (method.md §3). It saves as safetensors + JSON:
+nothing is unpickled on load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError
+from .graph import FeatureSpec, GraphSet
+from .loss import ranker_loss
+from .metrics import rank_report, spearman
+from .ranker import Ranker, RankerConfig
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "ranker.safetensors"
+META_FILE = "ranker.json"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; defaults are the paper code's (AdamW 1e-4, wd 1e-5, batch 128,
+    200 epochs, clip 5, lambda 1)."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    rank_weight: float = 1.0
+    grad_clip: float = 5.0
+    tau: float = 0.1
+    seed: int = 0
+    val_fraction: float = 0.1
+    eval_every: int = 10
+    device: str = "cpu"
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError(f"train.epochs must be >= 1 and train.batch_size >= 2 (got {self.epochs}, {self.batch_size}).")
+        if not 0 <= self.val_fraction < 0.9:
+            raise ConfigError(f"train.val_fraction must lie in [0, 0.9), got {self.val_fraction}.")
+        if self.lr <= 0 or self.rank_weight < 0:
+            raise ConfigError("train.lr must be positive and train.rank_weight non-negative.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MIN_TRAINING_ARCHS = 8
+
+
+def _graphs(space, archs) -> GraphSet:
+    return GraphSet([space.to_graph(a) for a in archs])
+
+
+@dataclass
+class TrainedRanker:
+    model: Ranker
+    space_name: str
+    features: tuple
+    ranker_config: RankerConfig
+    train_config: TrainConfig
+    y_mean: float
+    y_std: float
+    hop_moments: list  # [(mean, std)] per hop, node-embedding L1 norms
+    unit_moments: dict  # {(unit, depth): (mean, std, count)} of the raw target
+    history: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    # ---- inference -------------------------------------------------------------------------
+    @property
+    def num_hops(self) -> int:
+        return self.model.num_hops
+
+    @property
+    def space(self):
+        from search_spaces import get_space
+
+        return get_space(self.space_name)
+
+    @torch.no_grad()
+    def _run(self, gs: GraphSet, chunk: int = 4096):
+        self.model.eval()
+        preds, norms = [], []
+        for start in range(0, len(gs), chunk):
+            out = self.model(gs.batch(torch.arange(start, min(start + chunk, len(gs)))))
+            preds.append(out.pred)
+            norms.append(out.graph_norms())
+        return torch.cat(preds).numpy() * self.y_std + self.y_mean, torch.cat(norms).numpy()
+
+    def predict(self, archs: Sequence) -> np.ndarray:
+        return self._run(_graphs(self.space, archs))[0]
+
+    def hop_norms(self, archs: Sequence) -> np.ndarray:
+        return self._run(_graphs(self.space, archs))[1]
+
+    def evaluate(self, archs: Sequence, y) -> dict:
+        pred, norms = self._run(_graphs(self.space, archs))
+        return rank_report(pred, norms, np.asarray(y, dtype=float))
+
+    def unit_moment(self, unit: int, depth: int) -> tuple[float, float]:
+        """(mean, std) of the target for this unit and depth, falling back to all training data
+        when the training set had fewer than two such architectures."""
+        m = self.unit_moments.get((unit, depth))
+        if m is None or m[2] < 2 or m[1] <= 0:
+            return self.y_mean, self.y_std
+        return m[0], m[1]
+
+    # ---- persistence -----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_FILE))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "space": self.space_name,
+            "features": [f.to_dict() for f in self.features],
+            "ranker_config": self.ranker_config.to_dict(),
+            "train_config": self.train_config.to_dict(),
+            "y_mean": self.y_mean,
+            "y_std": self.y_std,
+            "hop_moments": [list(m) for m in self.hop_moments],
+            "unit_moments": [{"unit": u, "depth": d, "mean": m[0], "std": m[1], "count": m[2]} for (u, d), m in sorted(self.unit_moments.items())],
+            "history": self.history,
+            "meta": self.meta,
+        }
+        (path / META_FILE).write_text(json.dumps(meta, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainedRanker":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_path, weights_path = path / META_FILE, path / WEIGHTS_FILE
+        if not meta_path.is_file() or not weights_path.is_file():
+            raise CheckpointError(f"No ranker checkpoint in {path}: expected {META_FILE} and {WEIGHTS_FILE}. Train one first or check the path.")
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise CheckpointError(f"{meta_path}: format version {meta.get('format_version')!r}, this autobuild reads {FORMAT_VERSION}.")
+            features = tuple(FeatureSpec.from_dict(d) for d in meta["features"])
+            rcfg = RankerConfig(**meta["ranker_config"])
+            tcfg = TrainConfig(**meta["train_config"])
+            model = Ranker(features, rcfg)
+            model.load_state_dict(load_file(str(weights_path)), strict=True)
+        except CheckpointError:
+            raise
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
+            raise CheckpointError(f"Ranker checkpoint in {path} is corrupted or incompatible ({type(exc).__name__}: {exc}). Retrain the ranker.") from None
+        model.eval()
+        return cls(
+            model=model,
+            space_name=meta["space"],
+            features=features,
+            ranker_config=rcfg,
+            train_config=tcfg,
+            y_mean=float(meta["y_mean"]),
+            y_std=float(meta["y_std"]),
+            hop_moments=[tuple(m) for m in meta["hop_moments"]],
+            unit_moments={(d["unit"], d["depth"]): (d["mean"], d["std"], d["count"]) for d in meta["unit_moments"]},
+            history=meta.get("history", []),
+            meta=meta.get("meta", {}),
+        )
+
+
+def _hop_moments(model: Ranker, gs: GraphSet, ids: np.ndarray, chunk: int = 4096) -> list:
+    model.eval()
+    sums, sq, n = None, None, 0
+    ids = torch.as_tensor(ids)
+    with torch.no_grad():
+        for start in range(0, len(ids), chunk):
+            b = gs.batch(ids[start : start + chunk])
+            hs = model.node_embeddings(b.x_cat, b.x_cont, b.edge_index)
+            norms = torch.stack([h.sum(1) for h in hs], 1).double()
+            sums = norms.sum(0) if sums is None else sums + norms.sum(0)
+            sq = (norms**2).sum(0) if sq is None else sq + (norms**2).sum(0)
+            n += norms.shape[0]
+    mean = sums / n
+    std = torch.sqrt(torch.clamp(sq / n - mean**2, min=0))
+    return [(float(m), float(s) if s > 1e-12 else 1.0) for m, s in zip(mean, std)]
+
+
+def _unit_moments(archs: Sequence, y: np.ndarray) -> dict:
+    groups: dict = {}
+    for a, v in zip(archs, y):
+        for u, cfg in enumerate(a.units):
+            groups.setdefault((u, len(cfg)), []).append(v)
+    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+
+
+def train_ranker(
+    space,
+    archs: Sequence,
+    y,
+    ranker: RankerConfig | None = None,
+    train: TrainConfig | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    meta: dict | None = None,
+) -> TrainedRanker:
+    """Fit a ranker on (architecture, target) pairs; deterministic on CPU for a given seed."""
+    ranker = ranker or RankerConfig()
+    train = train or TrainConfig()
+    y = np.asarray(y, dtype=np.float64)
+    if len(archs) != len(y):
+        raise ConfigError(f"train_ranker got {len(archs)} architectures but {len(y)} targets.")
+    if not np.all(np.isfinite(y)):
+        raise ConfigError("train_ranker: targets contain NaN or infinite values; failed evaluations must be filtered out first.")
+    n_val = int(round(len(archs) * train.val_fraction))
+    if len(archs) - n_val < MIN_TRAINING_ARCHS:
+        raise ConfigError(
+            f"Too few evaluated architectures to train a ranker: {len(archs)} (need at least {MIN_TRAINING_ARCHS} for training after a "
+            f"{train.val_fraction:.0%} validation split). Evaluate more seed architectures (seeds.n)."
+        )
+    if float(np.std(y)) == 0:
+        raise ConfigError("All targets are identical: the ranker has nothing to rank. Check the target metric and the evaluations.")
+
+    torch.manual_seed(train.seed)
+    rng = np.random.default_rng(train.seed)
+    perm = rng.permutation(len(archs))
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    gs = _graphs(space, archs)
+    y_tr = y[tr_idx]
+    y_mean, y_std = float(y_tr.mean()), float(y_tr.std()) or 1.0
+    y_t = torch.tensor((y - y_mean) / y_std, dtype=torch.float32)
+
+    model = Ranker(space.features, ranker)
+    device = torch.device(train.device)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    history: list = []
+    epochs = range(1, train.epochs + 1)
+    if train.progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc="train ranker", unit="epoch", leave=False)
+    tr_t = torch.as_tensor(tr_idx)
+    bs = train.batch_size
+    for epoch in epochs:
+        model.train()
+        order = tr_t[torch.randperm(len(tr_t))]
+        # fold a tiny remainder into the previous batch: batch norm and ranks need a few graphs
+        cuts = list(range(0, len(order), bs))
+        if len(cuts) > 1 and len(order) - cuts[-1] < max(4, bs // 4):
+            cuts.pop()
+        parts = {"loss": 0.0, "mse": 0.0, "rank_loss": 0.0}
+        for i, start in enumerate(cuts):
+            end = cuts[i + 1] if i + 1 < len(cuts) else len(order)
+            ids = order[start:end]
+            out = model(gs.batch(ids).to(device))
+            loss, p = ranker_loss(out.pred, y_t[ids].to(device), out.graph_norms(), train.rank_weight, train.tau)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            opt.step()
+            for k in parts:
+                parts[k] += p[k] / len(cuts)
+        record = {"epoch": epoch, **parts}
+        if n_val >= 3 and (epoch % train.eval_every == 0 or epoch == train.epochs):
+            model.eval()
+            with torch.no_grad():
+                out = model(gs.batch(torch.as_tensor(val_idx)).to(device))
+            yv = y[val_idx]
+            record["val_pred_spearman"] = spearman(out.pred.cpu().numpy(), yv)
+            record["val_hop_spearman"] = [spearman(c, yv) for c in out.graph_norms().cpu().numpy().T]
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if not math.isfinite(parts["loss"]):
+            raise ConfigError(f"Ranker training diverged at epoch {epoch} (loss {parts['loss']}). Lower train.lr or check the targets.")
+    model.to("cpu").eval()
+    trained = TrainedRanker(
+        model=model,
+        space_name=space.name,
+        features=tuple(space.features),
+        ranker_config=ranker,
+        train_config=train,
+        y_mean=y_mean,
+        y_std=y_std,
+        hop_moments=_hop_moments(model, gs, tr_idx),
+        unit_moments=_unit_moments([archs[i] for i in tr_idx], y_tr),
+        history=history,
+        meta=dict(meta or {}, n_train=int(len(tr_idx)), n_val=int(n_val), trained_at=time.time()),
+    )
+    return trained
