@@ -1,0 +1,332 @@
+"""NAS-Bench-201 cells as an AutoBuild space.
+
+A NAS-Bench-201 cell is a 4-node DAG: every pair i < j is joined by one of five operations, and a
+node is the sum of its incoming edges. AutoBuild needs *units* whose configurations can be scored
+on their own, so a unit is the set of incoming edges of one computing node (method.md §5):
+
+=====  ==========================  =====
+unit   edges (layer order)         depth
+=====  ==========================  =====
+0      0→1                         1
+1      0→2, 1→2                    2
+2      0→3, 1→3, 2→3               3
+=====  ==========================  =====
+
+Each layer is a 1-tuple ``(op,)``. The flat edge order 0→1, 0→2, 1→2, 0→3, 1→3, 2→3 is the order of
+the official string and of the list encoding.
+
+Official topology index. NAS-Bench-201 / NATS-Bench number the 15,625 cells by generating them in
+product order (edges in the order above, earliest edge varying slowest, ops in the order of
+:data:`OPS`) and then shuffling that list once with Python's ``random`` seeded with 88. We rebuild
+the permutation from that rule instead of shipping the 15,625-row table; CPython's ``shuffle``
+algorithm has been stable since 3.2 and a test checks the result against the published table.
+
+Isomorphism. :meth:`NB201Space.key` reproduces the benchmark's own count of 6,466 distinct cells.
+The rule that gives exactly 6,466: build an expression for every node from its incoming edges,
+where a ``none`` edge, or an edge whose source expression *is* the single zero token, contributes
+the zero token ``#``; ``skip_connect`` passes its source expression through unchanged; any other op
+wraps it as ``(src)@op``; a node is the sorted ``+``-join of its terms (zero tokens included); the
+key is the output node's expression. Zero tokens stay in sums and a node with several zero inputs
+(``#+#``) is not itself treated as zero, which is why this is finer than true functional
+equivalence. :meth:`NB201Space.functional_key` implements the strict rule (drop zero terms, a node
+whose inputs are all zero is zero, anything fed only by zero is zero) and gives 4,930 classes (sums are flattened, so skip chains collapse); each
+6,466-class lies inside one of them. ``key`` follows the benchmark so that deduplication agrees
+with published numbers.
+
+Graph (method.md §1, §5): one node per cell node 0..3 and one per edge operation; data flows
+cell node i → op(i→j) → cell node j. Cell node u+1 at hop 1 sees exactly unit u's operations, so
+it is unit u's exit node and :meth:`NB201Space.unit_graph` is those op nodes plus that node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from autobuild_core.errors import EncodingError, suggest
+from autobuild_core.graph import ArchGraph, FeatureSpec
+
+from .base import Arch, SearchSpace, UnitGraph, UnitSpec, graph_from_nodes
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+N_NODES = 4
+N_CELLS = len(OPS) ** len(EDGES)  # 15,625
+_SHUFFLE_SEED = 88  # NAS-Bench-201's generation script shuffles with this seed
+_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+@lru_cache(maxsize=1)
+def _index_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(official index -> product-order rank, rank -> official index)."""
+    perm = list(range(N_CELLS))
+    random.Random(_SHUFFLE_SEED).shuffle(perm)
+    to_rank = np.asarray(perm, dtype=np.int64)
+    to_index = np.empty(N_CELLS, dtype=np.int64)
+    to_index[to_rank] = np.arange(N_CELLS)
+    return to_rank, to_index
+
+
+def _rank_of(ops: Sequence[str]) -> int:
+    r = 0
+    for op in ops:
+        r = r * len(OPS) + OPS.index(op)
+    return r
+
+
+def _ops_of_rank(rank: int) -> list[str]:
+    out = []
+    for _ in EDGES:
+        rank, d = divmod(rank, len(OPS))
+        out.append(OPS[d])
+    return out[::-1]
+
+
+class NB201Space(SearchSpace):
+    name = "nb201"
+    description = "NAS-Bench-201 cell: 4 nodes, 6 edges, 5 ops; units = incoming edges of nodes 1, 2, 3"
+    features = (
+        FeatureSpec("kind", "categorical", ("input", "op", "node")),
+        FeatureSpec("op", "categorical", ("-",) + OPS),
+        FeatureSpec("target", "positional", tuple(range(N_NODES))),
+        FeatureSpec("source", "positional", tuple(range(N_NODES))),
+    )
+    units = tuple(UnitSpec(f"node{j}", (j,), tuple((op,) for op in OPS)) for j in range(1, N_NODES))
+    global_choices: dict = {}
+    default_input = {"in_chans": 3, "resolution": 32, "num_classes": 10}
+
+    # ---- encodings ---------------------------------------------------------------------------
+    @staticmethod
+    def edge_ops(arch: Arch) -> list[str]:
+        """The six ops in official edge order (0→1, 0→2, 1→2, 0→3, 1→3, 2→3)."""
+        return [layer[0] for cfg in arch.units for layer in cfg]
+
+    def _from_ops(self, ops: Sequence[str]) -> Arch:
+        ops = list(ops)
+        if len(ops) != len(EDGES):
+            raise EncodingError(f"nb201: an op list needs {len(EDGES)} entries (edges 0→1, 0→2, 1→2, 0→3, 1→3, 2→3), got {len(ops)}")
+        for e, op in zip(EDGES, ops):
+            if not isinstance(op, str) or op not in OPS:
+                raise EncodingError(f"nb201: edge {e[0]}→{e[1]} has unknown op {op!r}.{suggest(str(op), OPS)} Allowed ops: {', '.join(OPS)}")
+        return Arch.make([[(o,) for o in ops[0:1]], [(o,) for o in ops[1:3]], [(o,) for o in ops[3:6]]])
+
+    def _from_index(self, idx: int) -> Arch:
+        if not 0 <= idx < N_CELLS:
+            raise EncodingError(f"nb201: topology index {idx} is out of range; official indices run 0..{N_CELLS - 1}")
+        return self._from_ops(_ops_of_rank(int(_index_tables()[0][idx])))
+
+    def _from_string(self, s: str) -> Arch:
+        text = s.strip()
+        if text.isdigit():
+            return self._from_index(int(text))
+        hint = f"expected the official form, e.g. {_EXAMPLE}"
+        groups = text.split("+")
+        if len(groups) != N_NODES - 1:
+            raise EncodingError(f"nb201: cannot parse {s!r}: found {len(groups)} node group(s) separated by '+', need {N_NODES - 1}; {hint}")
+        ops: dict[tuple[int, int], str] = {}
+        for j, g in enumerate(groups, start=1):
+            if len(g) < 2 or not (g.startswith("|") and g.endswith("|")):
+                raise EncodingError(f"nb201: cannot parse {s!r}: node {j}'s group {g!r} must start and end with '|'; {hint}")
+            tokens = g[1:-1].split("|")
+            if len(tokens) != j:
+                raise EncodingError(f"nb201: cannot parse {s!r}: node {j} needs {j} incoming edge(s), group {g!r} has {len(tokens)}; {hint}")
+            for t in tokens:
+                op, sep, src = t.rpartition("~")
+                if not sep or not src.isdigit():
+                    raise EncodingError(f"nb201: cannot parse {s!r}: edge token {t!r} is not 'op~source'; {hint}")
+                if op not in OPS:
+                    raise EncodingError(f"nb201: cannot parse {s!r}: unknown op {op!r}.{suggest(op, OPS)} Allowed ops: {', '.join(OPS)}")
+                i = int(src)
+                if i >= j or (i, j) in ops:
+                    raise EncodingError(f"nb201: cannot parse {s!r}: node {j} must take each source 0..{j - 1} exactly once (bad source {t!r})")
+                ops[(i, j)] = op
+        return self._from_ops([ops[e] for e in EDGES])
+
+    def parse(self, obj: Any) -> Arch:
+        """Official string, official index (int or digit string), list of 6 ops, per-node op lists, or an Arch."""
+        if isinstance(obj, Arch):
+            return self.validate(obj)
+        if isinstance(obj, (bool, np.bool_)):
+            raise EncodingError(f"nb201: {obj!r} is not an architecture encoding")
+        if isinstance(obj, (int, np.integer)):
+            return self._from_index(int(obj))
+        if isinstance(obj, str):
+            return self._from_string(obj)
+        if isinstance(obj, (list, tuple)):
+            if len(obj) == N_NODES - 1 and all(isinstance(g, (list, tuple)) for g in obj):
+                flat = []
+                for j, g in enumerate(obj, start=1):
+                    if len(g) != j:
+                        raise EncodingError(f"nb201: node {j} needs {j} op(s), got {len(g)}: {list(g)!r}")
+                    flat.extend(x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x for x in g)
+                return self._from_ops(flat)
+            return self._from_ops(obj)
+        raise EncodingError(
+            f"nb201: cannot parse a {type(obj).__name__}; give the official string (e.g. {_EXAMPLE}), an index 0..{N_CELLS - 1} or a list of 6 op names"
+        )
+
+    def format(self, arch: Arch) -> str:
+        ops = dict(zip(EDGES, self.edge_ops(arch)))
+        return "+".join("|" + "|".join(f"{ops[(i, j)]}~{i}" for i in range(j)) + "|" for j in range(1, N_NODES))
+
+    def index(self, arch: Arch) -> int:
+        """Official NAS-Bench-201 / NATS-Bench topology index."""
+        return int(_index_tables()[1][_rank_of(self.edge_ops(arch))])
+
+    def key(self, arch: Arch) -> str:
+        """NAS-Bench-201's isomorphism key (6,466 classes over the 15,625 cells); see module doc."""
+        ops = dict(zip(EDGES, self.edge_ops(arch)))
+        expr = {0: "x"}
+        for j in range(1, N_NODES):
+            terms = []
+            for i in range(j):
+                op, src = ops[(i, j)], expr[i]
+                if op == "none" or src == "#":
+                    terms.append("#")
+                elif op == "skip_connect":
+                    terms.append(src)
+                else:
+                    terms.append(f"({src})@{op}")
+            expr[j] = "+".join(sorted(terms))
+        return expr[N_NODES - 1]
+
+    def functional_key(self, arch: Arch) -> str:
+        """Strict function-level key: zero terms vanish, all-zero nodes are zero, sums are flat
+        multisets (skip splices its source's terms in); see module doc for the count."""
+        ops = dict(zip(EDGES, self.edge_ops(arch)))
+        terms: dict[int, tuple] = {0: ("x",)}  # node -> sorted multiset of atoms; () is zero
+        for j in range(1, N_NODES):
+            acc: list[str] = []
+            for i in range(j):
+                op, src = ops[(i, j)], terms[i]
+                if op == "none" or not src:
+                    continue
+                if op == "skip_connect":
+                    acc.extend(src)
+                else:
+                    acc.append(f"{op}({'+'.join(src)})")
+            terms[j] = tuple(sorted(acc))
+        return "+".join(terms[N_NODES - 1]) or "0"
+
+    # ---- graphs ------------------------------------------------------------------------------
+    @staticmethod
+    def _cell_node(j: int) -> dict:
+        return {"kind": "input" if j == 0 else "node", "op": "-", "target": j, "source": j}
+
+    @staticmethod
+    def _op_node(i: int, j: int, op: str) -> dict:
+        return {"kind": "op", "op": op, "target": j, "source": i}
+
+    def to_graph(self, arch: Arch) -> ArchGraph:
+        """Nodes 0..3 are the cell nodes, 4..9 the edge ops in official edge order."""
+        self.validate(arch)
+        nodes = [self._cell_node(j) for j in range(N_NODES)]
+        edges = []
+        for (i, j), op in zip(EDGES, self.edge_ops(arch)):
+            k = len(nodes)
+            nodes.append(self._op_node(i, j, op))
+            edges += [(i, k), (k, j)]
+        return graph_from_nodes(self.features, nodes, edges)
+
+    def unit_graph(self, unit: int, config, globals: dict | None = None) -> UnitGraph:
+        """Unit u's op nodes feeding cell node u+1; that node at hop 1 covers exactly the unit."""
+        if not 0 <= unit < len(self.units):
+            raise EncodingError(f"nb201: unit {unit} does not exist; units are 0..{len(self.units) - 1}")
+        spec = self.units[unit]
+        config = tuple(tuple(layer) for layer in config)
+        if len(config) not in spec.depths or any(layer not in spec.layer_choices for layer in config):
+            raise EncodingError(f"nb201: unit {unit} needs {spec.depths[0]} layer(s) drawn from {[c for c in spec.layer_choices]}, got {config!r}")
+        j = unit + 1
+        nodes = [self._op_node(i, j, layer[0]) for i, layer in enumerate(config)]
+        nodes.append(self._cell_node(j))
+        exit_node = len(nodes) - 1
+        return UnitGraph(graph_from_nodes(self.features, nodes, [(k, exit_node) for k in range(len(config))]), exit_node, 1)
+
+    # ---- real networks -----------------------------------------------------------------------
+    def build_model(self, arch: Arch, num_classes: int = 10, in_chans: int = 3, resolution: int | None = None, C: int = 16, N: int = 5) -> nn.Module:
+        """NAS-Bench-201's macro skeleton around this cell; ``C``/``N`` shrink it for tests.
+
+        The network is fully convolutional up to a global pool, so ``resolution`` is not needed
+        (any input of at least 4×4 works, e.g. 1×28×28).
+        """
+        self.validate(arch)
+        return NB201Network(self.edge_ops(arch), num_classes=num_classes, in_chans=in_chans, C=C, N=N)
+
+
+# ---- the network ---------------------------------------------------------------------------------
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1):
+        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), nn.BatchNorm2d(c_out))
+
+
+def _make_op(op: str, c: int) -> nn.Module | None:
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(c, c, 1)
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(c, c, 3)
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    return None  # "none": contributes zero, so it gets no module and no compute
+
+
+class Cell(nn.Module):
+    """Node j = sum over i<j of op(i→j)(node i); output = node 3."""
+
+    def __init__(self, ops: Sequence[str], c: int):
+        super().__init__()
+        self.edges = [(i, j) for (i, j), op in zip(EDGES, ops) if op != "none"]
+        self.ops = nn.ModuleList([_make_op(op, c) for op in ops if op != "none"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes: list[torch.Tensor | None] = [x] + [None] * (N_NODES - 1)
+        for (i, j), op in zip(self.edges, self.ops):
+            if nodes[i] is None:  # source is identically zero
+                continue
+            y = op(nodes[i])
+            nodes[j] = y if nodes[j] is None else nodes[j] + y
+        out = nodes[-1]
+        return torch.zeros_like(x) if out is None else out
+
+
+class ResidualReduction(nn.Module):
+    """The residual block NAS-Bench-201 places between stages (stride 2, channels doubled)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.a = ReLUConvBN(c_in, c_out, 3, stride=2)
+        self.b = ReLUConvBN(c_out, c_out, 3)
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, stride=2, ceil_mode=True), nn.Conv2d(c_in, c_out, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x)) + self.shortcut(x)
+
+
+class NB201Network(nn.Module):
+    def __init__(self, ops: Sequence[str], num_classes: int = 10, in_chans: int = 3, C: int = 16, N: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        layers: list[nn.Module] = []
+        c = C
+        for stage in range(3):
+            if stage > 0:
+                layers.append(ResidualReduction(c, 2 * c))
+                c *= 2
+            layers += [Cell(ops, c) for _ in range(N)]
+        self.cells = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.cells(self.stem(x)))
+
+
+def all_cells() -> list[list[str]]:
+    """All 15,625 op lists in product order (not official index order)."""
+    return [list(p) for p in itertools.product(OPS, repeat=len(EDGES))]
