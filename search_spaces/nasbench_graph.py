@@ -294,7 +294,7 @@ def load_bench(dataset: str) -> dict[str, dict]:
     """NAS-Bench-Graph's light table for ``dataset``: ``{key: {"acc", "valid_acc", "latency_ms", "params"}}``.
 
     Keys are :meth:`NASBenchGraphSpace.key` strings. The package stores ``perf``/``valid_perf`` as
-    fractions (for ``proteins`` it is ROC-AUC, not accuracy), ``latency`` in seconds and ``para`` in
+    fractions (for ``proteins`` presumably ROC-AUC, the ogbn-proteins metric, not accuracy), ``latency`` in seconds and ``para`` in
     millions; we convert to %, ms and a parameter count. The tables are pickles inside the
     installed ``nas-bench-graph`` wheel, read with the package's own ``light_read``: trusted
     package data, not user input. Results are cached per process; the returned outer dict is a
