@@ -1,0 +1,318 @@
+"""Search domains: a search space or a pruned space seen as categorical dimensions.
+
+Every strategy (random, evolution, Optuna samplers) needs the same few things from whatever it
+searches: a list of categorical dimensions, a way to turn choice indices into an :class:`Arch`
+and back, uniform sampling and a one-dimension mutation. Putting that in one adapter lets a
+strategy run unchanged over a full :class:`~search_spaces.base.SearchSpace` (one dimension per
+unit depth and per layer slot, plus globals) and over a ``PrunedSpace`` (one dimension per unit
+over its kept configurations, plus globals), which is exactly the comparison AutoBuild is judged
+by: the same search inside and outside the pruned space.
+
+Dimensions with a single choice are left out (they cannot be searched and would only add noise
+to Optuna's parameter lists). In the full-space domain a layer slot beyond the unit's chosen
+depth is *inactive*: it does not change the architecture, so mutation never picks it and Optuna
+never suggests it (define-by-run conditional parameters).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterator, Sequence
+
+import numpy as np
+
+from search_spaces.base import Arch
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One categorical decision. ``labels`` are unique strings, used as Optuna choices so that a
+    study opened in optuna-dashboard shows readable values instead of bare indices."""
+
+    name: str
+    labels: tuple
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+
+def _unique_labels(values: Sequence[Any], fmt: Callable[[Any], str]) -> tuple:
+    labels = [fmt(v) for v in values]
+    if len(set(labels)) != len(labels):  # never let a lossy label merge two choices
+        labels = [f"{i}:{lab}" for i, lab in enumerate(labels)]
+    return tuple(labels)
+
+
+def _layer_label(layer: Sequence) -> str:
+    return "/".join(str(v) for v in layer)
+
+
+def _config_label(cfg: Sequence) -> str:
+    return json.dumps([list(layer) for layer in cfg], separators=(",", ":"), default=str)
+
+
+class Domain(ABC):
+    """Categorical view of a searchable set of architectures.
+
+    ``indices`` are full-length tuples (one entry per dimension, inactive ones included) so that
+    strategies can keep genomes of fixed length; ``decode`` ignores inactive entries.
+    """
+
+    dims: tuple = ()
+
+    def __init__(self, key: Callable[[Arch], Hashable] | None = None):
+        self._key = key
+
+    # ---- contract ------------------------------------------------------------------------
+    @abstractmethod
+    def decode(self, indices: Sequence[int]) -> Arch:
+        """Choice indices (one per dimension) -> architecture."""
+
+    @abstractmethod
+    def encode(self, arch: Arch) -> tuple | None:
+        """Architecture -> choice indices, or None when the arch lies outside this domain."""
+
+    @abstractmethod
+    def _all_archs(self) -> Iterator[Arch]:
+        """Every architecture of the domain once (only called on small domains)."""
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Number of distinct architectures (before any isomorphism reduction)."""
+
+    def active(self, indices: Sequence[int]) -> list[bool]:
+        """Which dimensions change the architecture given these choices (all, by default)."""
+        return [True] * len(self.dims)
+
+    @property
+    def controllers(self) -> list[int]:
+        """Dimensions others' activity depends on; Optuna suggests these first."""
+        return []
+
+    # ---- derived ---------------------------------------------------------------------------
+    def key(self, arch: Arch) -> Hashable:
+        """Identity used for caching and duplicate detection (the arch itself unless a space's
+        isomorphism key was supplied)."""
+        return arch if self._key is None else self._key(arch)
+
+    def contains(self, arch: Arch) -> bool:
+        return self.encode(arch) is not None
+
+    def random_indices(self, rng: np.random.Generator) -> tuple:
+        return tuple(int(rng.integers(d.size)) for d in self.dims)
+
+    def random_arch(self, rng: np.random.Generator) -> Arch:
+        return self.decode(self.random_indices(rng))
+
+    def mutate_indices(self, indices: Sequence[int], rng: np.random.Generator) -> tuple:
+        """Change one active dimension to a different value (REA's mutation). Dimensions that
+        become active through the change (a deeper unit) get fresh random values, so a depth
+        mutation does not always grow the unit with the same layer."""
+        idx = list(indices)
+        before = self.active(idx)
+        cand = [i for i, (d, a) in enumerate(zip(self.dims, before)) if a and d.size > 1]
+        if not cand:
+            return tuple(idx)
+        i = cand[int(rng.integers(len(cand)))]
+        step = int(rng.integers(1, self.dims[i].size))
+        idx[i] = (idx[i] + step) % self.dims[i].size
+        after = self.active(idx)
+        for j, (b, a) in enumerate(zip(before, after)):
+            if a and not b:
+                idx[j] = int(rng.integers(self.dims[j].size))
+        return tuple(idx)
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        idx = self.encode(arch)
+        if idx is None:
+            raise ValueError("cannot mutate an architecture that lies outside the domain")
+        return self.decode(self.mutate_indices(idx, rng))
+
+    def enumerate(self, limit: int = 1_000_000) -> Iterator[Arch]:
+        if self.size > limit:
+            raise ValueError(f"domain has {self.size} architectures, more than the enumeration limit {limit}")
+        return self._all_archs()
+
+    def describe(self) -> dict:
+        return {"kind": type(self).__name__, "size": self.size, "dims": {d.name: d.size for d in self.dims}}
+
+
+class SpaceDomain(Domain):
+    """A whole search space: per unit a depth dimension (when several depths are allowed) and one
+    dimension per layer slot up to the maximum depth, then the global choices."""
+
+    def __init__(self, space, key: Callable[[Arch], Hashable] | None = None):
+        super().__init__(key)
+        self.space = space
+        dims: list[Dimension] = []
+        self._unit_plan = []  # per unit: (depth_dim or None, fixed_depth, [slot dims], layer_choices)
+        self._controllers = []
+        for u, spec in enumerate(space.units):
+            choices = tuple(tuple(c) for c in spec.layer_choices)
+            depth_dim = None
+            if len(spec.depths) > 1:
+                depth_dim = len(dims)
+                self._controllers.append(depth_dim)
+                dims.append(Dimension(f"u{u}.depth", tuple(str(d) for d in spec.depths)))
+            slots = []
+            for j in range(max(spec.depths)):
+                if len(choices) > 1:
+                    slots.append(len(dims))
+                    dims.append(Dimension(f"u{u}.l{j}", _unique_labels(choices, _layer_label)))
+                else:
+                    slots.append(None)
+            self._unit_plan.append((depth_dim, tuple(spec.depths), slots, choices))
+        self._globals = []  # (name, dim index or None, values)
+        for name, values in space.global_choices.items():
+            values = tuple(values)
+            if len(values) > 1:
+                self._globals.append((name, len(dims), values))
+                dims.append(Dimension(f"g.{name}", _unique_labels(values, str)))
+            else:
+                self._globals.append((name, None, values))
+        self.dims = tuple(dims)
+
+    @property
+    def controllers(self) -> list[int]:
+        return list(self._controllers)
+
+    @property
+    def size(self) -> int:
+        return int(self.space.size())
+
+    def _depth(self, u: int, idx: Sequence[int]) -> int:
+        depth_dim, depths, _, _ = self._unit_plan[u]
+        return depths[idx[depth_dim]] if depth_dim is not None else depths[0]
+
+    def active(self, indices: Sequence[int]) -> list[bool]:
+        act = [True] * len(self.dims)
+        for u, (_, _, slots, _) in enumerate(self._unit_plan):
+            d = self._depth(u, indices)
+            for j, s in enumerate(slots):
+                if s is not None and j >= d:
+                    act[s] = False
+        return act
+
+    def decode(self, indices: Sequence[int]) -> Arch:
+        cfgs = []
+        for u, (_, _, slots, choices) in enumerate(self._unit_plan):
+            d = self._depth(u, indices)
+            cfgs.append(tuple(choices[indices[s]] if s is not None else choices[0] for s in slots[:d]))
+        g = {name: (values[indices[dim]] if dim is not None else values[0]) for name, dim, values in self._globals}
+        return Arch.make(cfgs, g)
+
+    def encode(self, arch: Arch) -> tuple | None:
+        if len(arch.units) != len(self._unit_plan):
+            return None
+        idx = [0] * len(self.dims)
+        for cfg, (depth_dim, depths, slots, choices) in zip(arch.units, self._unit_plan):
+            if len(cfg) not in depths:
+                return None
+            if depth_dim is not None:
+                idx[depth_dim] = depths.index(len(cfg))
+            for j, layer in enumerate(cfg):
+                layer = tuple(layer)
+                if layer not in choices:
+                    return None
+                if slots[j] is not None:
+                    idx[slots[j]] = choices.index(layer)
+        gd = arch.global_dict
+        if set(gd) != {name for name, _, _ in self._globals}:
+            return None
+        for name, dim, values in self._globals:
+            if gd[name] not in values:
+                return None
+            if dim is not None:
+                idx[dim] = values.index(gd[name])
+        return tuple(idx)
+
+    def _all_archs(self) -> Iterator[Arch]:
+        unit_cfgs = [list(spec.configs()) for spec in self.space.units]
+        gnames = list(self.space.global_choices)
+        for cfgs in itertools.product(*unit_cfgs):
+            for gv in itertools.product(*(self.space.global_choices[n] for n in gnames)):
+                yield Arch.make(cfgs, dict(zip(gnames, gv)))
+
+
+class PrunedDomain(Domain):
+    """A pruned space: one dimension per unit over its kept configurations, plus globals.
+
+    Works from the attributes a ``PrunedSpace`` exposes (``unit_choices``, ``global_choices``)
+    so it does not depend on how the pruning was done.
+    """
+
+    def __init__(self, pruned, key: Callable[[Arch], Hashable] | None = None):
+        super().__init__(key)
+        self.pruned = pruned
+        self._units = [tuple(tuple(tuple(layer) for layer in cfg) for cfg in choices) for choices in pruned.unit_choices]
+        if any(len(c) == 0 for c in self._units):
+            raise ValueError("pruned space has a unit without any kept configuration")
+        gc = dict(getattr(pruned, "global_choices", {}) or {})
+        dims: list[Dimension] = []
+        self._unit_dims = []
+        for u, cfgs in enumerate(self._units):
+            if len(cfgs) > 1:
+                self._unit_dims.append(len(dims))
+                dims.append(Dimension(f"u{u}", _unique_labels(cfgs, _config_label)))
+            else:
+                self._unit_dims.append(None)
+        self._globals = []
+        for name, values in gc.items():
+            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+            if len(values) > 1:
+                self._globals.append((name, len(dims), values))
+                dims.append(Dimension(f"g.{name}", _unique_labels(values, str)))
+            else:
+                self._globals.append((name, None, values))
+        self.dims = tuple(dims)
+        self._index = [{cfg: i for i, cfg in enumerate(cfgs)} for cfgs in self._units]
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(c) for c in self._units) * math.prod(len(v) for _, _, v in self._globals)
+
+    def decode(self, indices: Sequence[int]) -> Arch:
+        cfgs = [cfgs[indices[d]] if d is not None else cfgs[0] for cfgs, d in zip(self._units, self._unit_dims)]
+        g = {name: (values[indices[dim]] if dim is not None else values[0]) for name, dim, values in self._globals}
+        return Arch.make(cfgs, g)
+
+    def encode(self, arch: Arch) -> tuple | None:
+        if len(arch.units) != len(self._units):
+            return None
+        idx = [0] * len(self.dims)
+        for cfg, lookup, d in zip(arch.units, self._index, self._unit_dims):
+            i = lookup.get(tuple(tuple(layer) for layer in cfg))
+            if i is None:
+                return None
+            if d is not None:
+                idx[d] = i
+        gd = arch.global_dict
+        if set(gd) != {name for name, _, _ in self._globals}:
+            return None
+        for name, dim, values in self._globals:
+            if gd[name] not in values:
+                return None
+            if dim is not None:
+                idx[dim] = values.index(gd[name])
+        return tuple(idx)
+
+    def _all_archs(self) -> Iterator[Arch]:
+        for idx in itertools.product(*(range(d.size) for d in self.dims)):
+            yield self.decode(idx)
+
+
+def as_domain(obj, key: Callable[[Arch], Hashable] | None = None) -> Domain:
+    """Accept a Domain, a PrunedSpace-like object (``unit_choices``) or a SearchSpace."""
+    if isinstance(obj, Domain):
+        return obj
+    if hasattr(obj, "unit_choices"):
+        return PrunedDomain(obj, key=key)
+    if hasattr(obj, "units") and hasattr(obj, "global_choices"):
+        return SpaceDomain(obj, key=key)
+    raise TypeError(f"cannot search over {type(obj).__name__}: expected a SearchSpace, a PrunedSpace or a Domain")
