@@ -1,0 +1,598 @@
+"""Evaluate architectures by actually training them (proxy training on a small image dataset).
+
+Design choices, and why:
+
+- **Tensors on the device, no DataLoader.** Proxy datasets (Fashion-MNIST is 47 MB as uint8) fit
+  in GPU memory many times over, so the whole dataset is copied once per process and batches are
+  gathered by index on the device; normalisation, resizing (``F.interpolate``) and augmentation
+  also run there. With tiny networks the input pipeline would otherwise dominate the step time.
+  If the data does not fit (less than a quarter of free memory) it stays in pinned host memory and
+  each batch is copied.
+- **timm for the recipe** (``create_optimizer_v2``, ``create_scheduler_v2``,
+  ``LabelSmoothingCrossEntropy``) so that optimiser names and schedules mean what they mean in
+  timm, and no bespoke variants have to be maintained.
+- **Failures are records.** An architecture that runs out of memory, diverges (non-finite loss)
+  or exceeds ``timeout_s`` yields a failed :class:`EvalRecord` rather than an exception, so one bad
+  architecture never aborts a batch of hundreds. Out-of-memory is marked transient: it usually
+  means too many trainings shared the GPU, and a retry may succeed.
+- **What is in ``settings()``** (and therefore in the fingerprint that keys stored results):
+  everything that changes a metric. That includes the *device type* and the resolved precision
+  (bf16 autocast on CUDA, fp32 on CPU), because accuracies differ numerically between the two.
+  With ``latency=True`` (the default) it also includes the device *name* (GPU model or CPU model)
+  and, on CPU, the thread count: latency is a result, and it is only comparable on the same
+  hardware. Pass ``latency=False`` to share accuracy records between machines with different
+  GPUs. It excludes the device index, the number of workers, ``trainings_per_gpu``,
+  ``timeout_s`` and ``progress``, which change how fast results arrive but not what they are.
+  (The contract allows only numeric metrics, so the device is recorded through the settings,
+  see ``evaluator.describe()``, rather than as a metric.)
+- **trainings_per_gpu** is honoured with a cross-process semaphore made of ``flock`` lock files,
+  one file per slot per physical GPU (named by the GPU's UUID, so different
+  ``CUDA_VISIBLE_DEVICES`` mappings do not alias). Any process on the machine -- benchmark
+  workers, Prefect task runners, a notebook -- takes a slot before training and the kernel
+  releases it when the process exits, even on a crash. Waiting for a slot counts towards neither
+  ``timeout_s`` nor ``train_seconds``. On CPU there are no slots; limit CPU trainings by the number
+  of worker processes instead (the benchmark divides the cores between them).
+- **Determinism.** The seed fixes weight initialisation, batch order and augmentation; on CPU
+  with a fixed thread count two runs give identical metrics. On CUDA ``cudnn.benchmark`` is on
+  for speed, so GPU runs are close but not bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from autobuild_core.errors import ConfigError, UnknownNameError
+from autobuild_core.evaluation.base import EvalRecord, Evaluator, to_arch
+from autobuild_core.evaluation.datasets import ImageData, load_dataset, parse_dataset
+
+METRIC_UNITS = {
+    "val_acc": "%",
+    "test_acc": "%",
+    "train_seconds": "s",
+    "params": "count",
+    "flops": "FLOPs",
+    "latency_b1_ms": "ms",
+    "latency_b64_ms": "ms",
+}
+
+# Budget presets. Noise figures are documented in docs/training.md where they were measured.
+BUDGETS: dict[str, dict[str, Any]] = {
+    # Seconds per architecture on a CPU core; for tests, pipelines end to end and quick looks.
+    "smoke": dict(epochs=1, n_train=1000, n_val=500, n_test=1000, batch_size=64, lr=2e-3, warmup_epochs=0, augment="none"),
+    # A minute or so per architecture on one GPU share.
+    "fast": dict(epochs=5, n_train=10000, n_val=5000, n_test=10000, batch_size=128, lr=2e-3, warmup_epochs=1, augment="flip_crop"),
+    # Full training split; the proxy the ranker is meant to be trained on (noise measured on GPU).
+    "standard": dict(epochs=20, n_train=None, n_val=5000, n_test=None, batch_size=256, lr=2e-3, warmup_epochs=2, augment="flip_crop"),
+}
+
+_AMP = {"auto", "bf16", "fp16", "off"}
+_AUGMENT = {"none", "flip", "flip_crop"}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda:N"`` and ``"cpu"`` are taken literally."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r} ({e}).") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} was requested but CUDA is not available on this machine; use device='cpu' or 'auto'.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
+    return dev
+
+
+def device_name(dev: torch.device) -> str:
+    """``"cuda:<GPU model>"`` or ``"cpu:<CPU model>"``: what latency numbers are comparable across."""
+    if dev.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(dev)}"
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    if not model:
+        import platform
+
+        model = platform.processor() or platform.machine()
+    return f"cpu:{model}"
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU slots
+
+
+@contextlib.contextmanager
+def gpu_slot(dev: torch.device, slots: int, lock_dir: str | None = None, poll_s: float = 0.5):
+    """Hold one of ``slots`` per-GPU lock files for the duration of a training (see module doc)."""
+    if dev.type != "cuda" or not slots or slots < 1:
+        yield None
+        return
+    import fcntl
+
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    gpu_id = str(torch.cuda.get_device_properties(index).uuid)
+    folder = Path(lock_dir or os.environ.get("AUTOBUILD_LOCK_DIR") or tempfile.gettempdir()) / "autobuild-gpu-slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for k in range(slots):
+            fh = open(folder / f"{gpu_id}.{k}.lock", "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            try:
+                yield k
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+            return
+        time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# data on the device
+
+
+@lru_cache(maxsize=2)
+def _dataset(dataset: str, n_train, n_val, n_test, split_seed: int) -> ImageData:
+    return load_dataset(dataset, n_train=n_train, n_val=n_val, n_test=n_test, split_seed=split_seed)
+
+
+_PLACED: dict = {}
+
+
+def _placed(data: ImageData, dev: torch.device) -> ImageData:
+    """The dataset on ``dev`` when it fits in a quarter of free memory, else pinned on the host.
+    Cached per process so consecutive architectures in one worker reuse the copy."""
+    key = (id(data), str(dev))
+    if key in _PLACED:
+        return _PLACED[key][1]
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        placed = data.to(dev) if data.nbytes() < free // 4 else _pinned(data)
+    else:
+        placed = data
+    _PLACED.clear()  # one placed dataset per process is enough; free the previous copy
+    _PLACED[key] = (data, placed)  # keep `data` alive so id() stays unique
+    return placed
+
+
+def _pinned(data: ImageData) -> ImageData:
+    d = data.to("cpu")
+    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        setattr(d, name, getattr(d, name).pin_memory())
+    return d
+
+
+def _augment(x: torch.Tensor, mode: str, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Per-sample horizontal flip and random translation (zero padding) on a uint8/float batch."""
+    if mode == "none":
+        return x
+    b, c, h, w = x.shape
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+    if mode == "flip_crop":
+        xp = F.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(c, device=x.device)[None, :, None, None]
+        x = xp[bi, ci, rows, cols]
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement helpers
+
+
+class TrainingFailed(Exception):
+    """Internal: ends one training with a failed record (message, transient)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    msg = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg.lower() or "can't allocate memory" in msg)
+
+
+def count_flops(model: torch.nn.Module, in_chans: int, resolution: int) -> int:
+    """Forward FLOPs at batch size 1 (``torch.utils.flop_counter``), on the model's device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(model.parameters(), None)
+    x = torch.zeros(1, in_chans, resolution, resolution, device=p.device if p is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    model.train(was_training)
+    return int(fc.get_total_flops())
+
+
+def measure_latency(model, in_chans: int, resolution: int, batch: int, dev: torch.device, autocast_ctx, channels_last: bool,
+                    warmup: int | None = None, repeats: int | None = None) -> float:
+    """Median forward time in ms on ``dev`` after warm-up; CUDA work is synchronised per call."""
+    cuda = dev.type == "cuda"
+    warmup = warmup if warmup is not None else (10 if cuda else 1)
+    repeats = repeats if repeats is not None else (30 if cuda else 5)
+    x = torch.randn(batch, in_chans, resolution, resolution, device=dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    model.eval()
+    times = []
+    with torch.inference_mode(), autocast_ctx():
+        for i in range(warmup + repeats):
+            if cuda:
+                torch.cuda.synchronize(dev)
+            t = time.perf_counter()
+            model(x)
+            if cuda:
+                torch.cuda.synchronize(dev)
+            if i >= warmup:
+                times.append((time.perf_counter() - t) * 1000.0)
+    return float(statistics.median(times))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Resolved:
+    dev: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+
+class TrainingEvaluator(Evaluator):
+    """Trains each architecture from scratch with one recipe and reports accuracy, cost and speed.
+
+    Build one from a preset with :meth:`from_budget` (``"smoke"``, ``"fast"``, ``"standard"``) and
+    override single settings by keyword. Constructor arguments that do not change results
+    (``device`` index, ``trainings_per_gpu``, ``timeout_s``, ``progress``) are excluded from
+    :meth:`settings`; :meth:`config` returns all of them so a worker process can rebuild the
+    evaluator exactly.
+    """
+
+    name = "train"
+    metric_units = METRIC_UNITS
+    #: architectures per evaluate() call from evaluate_archs: one, so each finished training is
+    #: committed to the store at once and a killed campaign loses at most one training.
+    batch_size = 1
+
+    def __init__(
+        self,
+        dataset: str = "fashion-mnist",
+        epochs: int = 1,
+        n_train: int | None = 1000,
+        n_val: int | None = 500,
+        n_test: int | None = 1000,
+        batch_size: int = 64,
+        lr: float = 2e-3,
+        weight_decay: float = 0.05,
+        optimizer: str = "adamw",
+        momentum: float = 0.9,
+        scheduler: str = "cosine",
+        warmup_epochs: int = 0,
+        label_smoothing: float = 0.1,
+        grad_clip: float | None = None,
+        augment: str = "none",
+        resolution: int | str | None = None,
+        amp: str | bool = "auto",
+        channels_last: str | bool = "auto",
+        split_seed: int = 0,
+        latency: bool = True,
+        device: str = "auto",
+        trainings_per_gpu: int = 1,
+        timeout_s: float | None = None,
+        progress: bool = True,
+        budget: str | None = None,
+    ):
+        self.dataset = parse_dataset(dataset).name
+        self.epochs = int(epochs)
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        self.train_batch_size = int(batch_size)  # `batch_size` is the contract's archs-per-call
+        self.lr, self.weight_decay, self.momentum = float(lr), float(weight_decay), float(momentum)
+        self.optimizer, self.scheduler = str(optimizer).lower(), str(scheduler).lower()
+        self.warmup_epochs = int(warmup_epochs)
+        self.label_smoothing = float(label_smoothing)
+        self.grad_clip = None if grad_clip in (None, 0) else float(grad_clip)
+        self.augment = str(augment)
+        self.resolution = resolution
+        self.amp = {True: "auto", False: "off"}.get(amp, amp) if isinstance(amp, bool) else str(amp)
+        self.channels_last = channels_last
+        self.split_seed = int(split_seed)
+        self.latency = bool(latency)
+        self.device = str(device)
+        self.trainings_per_gpu = int(trainings_per_gpu)
+        self.timeout_s = None if timeout_s in (None, 0) else float(timeout_s)
+        self.progress = bool(progress)
+        self.budget = budget
+        self._check()
+        dev = resolve_device(self.device)
+        amp_dtype = None
+        if self.amp == "bf16" or (self.amp == "auto" and dev.type == "cuda"):
+            amp_dtype = torch.bfloat16
+        elif self.amp == "fp16":
+            if dev.type != "cuda":
+                raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' or 'off' on CPU.")
+            amp_dtype = torch.float16
+        cl = (dev.type == "cuda") if self.channels_last == "auto" else bool(self.channels_last)
+        self._r = _Resolved(dev, amp_dtype, cl)
+
+    @classmethod
+    def from_budget(cls, budget: str = "smoke", **overrides) -> "TrainingEvaluator":
+        if budget not in BUDGETS:
+            raise UnknownNameError("training budget", budget, BUDGETS)
+        kw = dict(BUDGETS[budget])
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(budget=budget, **kw)
+
+    def _check(self):
+        bad = []
+        if self.epochs < 1:
+            bad.append(f"epochs must be >= 1 (got {self.epochs})")
+        if self.train_batch_size < 2:
+            bad.append(f"batch_size must be >= 2 (got {self.train_batch_size})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad.append(f"lr must be a positive number (got {self.lr})")
+        if not 0 <= self.label_smoothing < 1:
+            bad.append(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if self.amp not in _AMP:
+            bad.append(f"amp must be one of {sorted(_AMP)} (got {self.amp!r})")
+        if self.augment not in _AUGMENT:
+            bad.append(f"augment must be one of {sorted(_AUGMENT)} (got {self.augment!r})")
+        if self.channels_last not in ("auto", True, False):
+            bad.append(f"channels_last must be 'auto', true or false (got {self.channels_last!r})")
+        r = self.resolution
+        if not (r is None or r == "arch" or (isinstance(r, int) and r >= 8)):
+            bad.append(f"resolution must be None (the dataset's own), 'arch' (the architecture's 'r' choice) or an int >= 8 (got {r!r})")
+        if self.trainings_per_gpu < 1:
+            bad.append(f"trainings_per_gpu must be >= 1 (got {self.trainings_per_gpu})")
+        if bad:
+            raise ConfigError("Invalid training settings: " + "; ".join(bad) + ".")
+
+    # ---- contract ---------------------------------------------------------------------------
+    def settings(self) -> dict:
+        r = self._r
+        return {
+            "dataset": self.dataset,
+            "epochs": self.epochs,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "n_test": self.n_test,
+            "split_seed": self.split_seed,
+            "batch_size": self.train_batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "optimizer": self.optimizer,
+            "momentum": self.momentum,
+            "scheduler": self.scheduler,
+            "warmup_epochs": self.warmup_epochs,
+            "label_smoothing": self.label_smoothing,
+            "grad_clip": self.grad_clip,
+            "augment": self.augment,
+            "resolution": self.resolution,
+            "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[r.amp_dtype],
+            "channels_last": r.channels_last,
+            "device_type": r.dev.type,
+            "latency": self.latency,
+            # latency numbers are only comparable on the same hardware (and, on CPU, thread count)
+            **({"device_name": device_name(r.dev)} if self.latency else {}),
+            **({"cpu_threads": torch.get_num_threads()} if self.latency and r.dev.type == "cpu" else {}),
+        }
+
+    def config(self) -> dict:
+        """All constructor arguments (results-changing or not), to rebuild this evaluator."""
+        keys = ("dataset epochs n_train n_val n_test batch_size lr weight_decay optimizer momentum scheduler warmup_epochs "
+                "label_smoothing grad_clip augment resolution amp channels_last split_seed latency device trainings_per_gpu "
+                "timeout_s progress budget").split()
+        out = {k: getattr(self, k) for k in keys if k != "batch_size"}
+        out["batch_size"] = self.train_batch_size
+        return out
+
+    def data(self) -> ImageData:
+        return _dataset(self.dataset, self.n_train, self.n_val, self.n_test, self.split_seed)
+
+    def evaluate(self, space, archs: Sequence, seed: int = 0) -> list[EvalRecord]:
+        data = self.data()  # dataset errors are the user's to fix: raise, do not record
+        out = []
+        for i, a in enumerate(archs):
+            arch = to_arch(space, a)
+            t0 = time.perf_counter()
+            desc = f"{space.name} arch {i + 1}/{len(archs)} seed {seed}"
+            try:
+                metrics = self.train_arch(space, arch, seed, data, desc=desc)
+            except TrainingFailed as e:
+                out.append(self.failed_record(space, arch, seed, str(e), time.perf_counter() - t0, transient=e.transient))
+                continue
+            out.append(self.make_record(space, arch, seed, metrics, time.perf_counter() - t0))
+        return out
+
+    # ---- the training itself ---------------------------------------------------------------
+    def _resolution(self, arch, data: ImageData) -> int:
+        if self.resolution is None:
+            return data.resolution
+        if self.resolution == "arch":
+            r = arch.global_dict.get("r")
+            if r is None:
+                raise ConfigError("resolution='arch' needs architectures with a global choice 'r'; this space has none. Use an int or None.")
+            return int(r)
+        return int(self.resolution)
+
+    def _autocast(self):
+        r = self._r
+        if r.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=r.dev.type, dtype=r.amp_dtype)
+
+    def train_arch(self, space, arch, seed: int = 0, data: ImageData | None = None, desc: str | None = None) -> dict:
+        """Train one architecture; returns metrics or raises :class:`TrainingFailed`."""
+        data = data or self.data()
+        dev = self._r.dev
+        with gpu_slot(dev, self.trainings_per_gpu):
+            failure = None
+            try:
+                return self._train(space, arch, seed, data, desc)
+            except Exception as e:  # noqa: BLE001 - a per-architecture failure becomes a record
+                if isinstance(e, TrainingFailed):
+                    failure = e
+                elif _is_oom(e):
+                    failure = TrainingFailed("out of memory", transient=True)
+                else:
+                    failure = TrainingFailed(f"{type(e).__name__}: {e}")
+            # Outside the except block: the traceback (and the model/optimizer in its frames) is
+            # gone, so the memory can really be returned before the next architecture.
+            failure.__traceback__ = None
+            failure.__context__ = failure.__cause__ = None
+            if dev.type == "cuda":
+                import gc
+
+                gc.collect()
+                torch.cuda.empty_cache()
+            raise failure
+
+    def _train(self, space, arch, seed, data: ImageData, desc) -> dict:
+        import timm.loss
+        import timm.optim
+        import timm.scheduler
+        from tqdm.auto import tqdm
+
+        r = self._r
+        dev = r.dev
+        res = self._resolution(arch, data)
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        model = space.build_model(arch, num_classes=data.num_classes, in_chans=data.in_chans, resolution=res)
+        params = sum(p.numel() for p in model.parameters())
+        flops = count_flops(model, data.in_chans, res)
+        model = model.to(dev)
+        if r.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        d = _placed(data, dev)
+
+        opt_kw = {"momentum": self.momentum} if self.optimizer in ("sgd", "momentum", "nesterov") else {}
+        opt = timm.optim.create_optimizer_v2(model, opt=self.optimizer, lr=self.lr, weight_decay=self.weight_decay, **opt_kw)
+        n = len(d.train_y)
+        bs = min(self.train_batch_size, n)
+        steps = max(1, n // bs)
+        sched, _ = timm.scheduler.create_scheduler_v2(
+            opt, sched=self.scheduler, num_epochs=self.epochs, warmup_epochs=self.warmup_epochs, warmup_lr=self.lr * 0.01,
+            step_on_epochs=False, updates_per_epoch=steps,
+        )
+        loss_fn = timm.loss.LabelSmoothingCrossEntropy(self.label_smoothing) if self.label_smoothing > 0 else torch.nn.CrossEntropyLoss()
+        native = data.resolution
+        check_every = 1 if dev.type == "cpu" else 25
+
+        def prep(x):
+            x = d.normalize(x.to(dev, non_blocking=True))
+            if res != native:
+                x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+            if r.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return x
+
+        bar = tqdm(total=self.epochs * steps, desc=desc or f"{space.name} train", leave=False, disable=not self.progress, unit="step")
+        t_start = time.perf_counter()
+        bad = torch.zeros((), dtype=torch.bool, device=dev)
+        updates = 0
+        try:
+            for epoch in range(self.epochs):
+                model.train()
+                perm = torch.randperm(n, generator=gen)[: steps * bs]
+                for i in range(steps):
+                    if self.timeout_s is not None and time.perf_counter() - t_start > self.timeout_s:
+                        raise TrainingFailed(f"timeout: training exceeded timeout_s={self.timeout_s:g} s (epoch {epoch + 1}, step {i + 1} of {steps})")
+                    idx = perm[i * bs : (i + 1) * bs]
+                    xb = _augment(d.train_x[idx.to(d.train_x.device)], self.augment, gen)
+                    yb = d.train_y[idx.to(d.train_y.device)].to(dev, non_blocking=True)
+                    with self._autocast():
+                        out = model(prep(xb))
+                        loss = loss_fn(out.float(), yb)
+                    bad |= ~torch.isfinite(loss.detach())
+                    if (updates + 1) % check_every == 0 and bool(bad):
+                        raise TrainingFailed(f"diverged: non-finite loss at epoch {epoch + 1}, step {i + 1}")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if self.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+                    opt.step()
+                    updates += 1
+                    sched.step_update(num_updates=updates)
+                    if self.progress and (i % 10 == 0 or i == steps - 1):
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+                    bar.update(1)
+                sched.step(epoch + 1)
+                if bool(bad):
+                    raise TrainingFailed(f"diverged: non-finite loss in epoch {epoch + 1}")
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            train_seconds = time.perf_counter() - t_start
+        finally:
+            bar.close()
+
+        val_acc = self._accuracy(model, d.val_x, d.val_y, prep)
+        test_acc = self._accuracy(model, d.test_x, d.test_y, prep)
+        if not (math.isfinite(val_acc) and math.isfinite(test_acc)):
+            raise TrainingFailed("diverged: non-finite outputs at evaluation")
+        metrics = {
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "train_seconds": float(train_seconds),
+            "params": int(params),
+            "flops": int(flops),
+        }
+        if self.latency:
+            for b in (1, 64):
+                metrics[f"latency_b{b}_ms"] = measure_latency(model, data.in_chans, res, b, dev, self._autocast, r.channels_last)
+        return metrics
+
+    @torch.no_grad()
+    def _accuracy(self, model, x, y, prep, chunk: int = 1000) -> float:
+        model.eval()
+        correct = torch.zeros((), dtype=torch.long, device=self._r.dev)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self._r.dev)
+        for i in range(0, len(y), chunk):
+            with self._autocast():
+                out = model(prep(x[i : i + chunk]))
+            nonfinite |= ~torch.isfinite(out).all()
+            correct += (out.argmax(1) == y[i : i + chunk].to(out.device)).sum()
+        if bool(nonfinite):
+            return float("nan")
+        return 100.0 * int(correct) / max(1, len(y))
+
+
+def get_budget(name: str) -> dict:
+    if name not in BUDGETS:
+        raise UnknownNameError("training budget", name, BUDGETS)
+    return dict(BUDGETS[name])
+
+
+__all__ = ["BUDGETS", "METRIC_UNITS", "TrainingEvaluator", "TrainingFailed", "count_flops", "device_name", "get_budget", "gpu_slot",
+           "measure_latency", "resolve_device"]
