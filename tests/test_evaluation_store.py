@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from evaluation_fakes import FakeEvaluator, FakeSpace, true_acc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from autobuild_core.errors import CheckpointError, ConfigError
 from autobuild_core.evaluation import EvalRecord, EvaluationError, EvaluationStore, evaluate_archs
@@ -50,6 +52,26 @@ def test_put_first_write_wins_and_transient_is_replaced(tmp_path):
     st.check()
     # WAL mode on the file
     assert sqlite3.connect(tmp_path / "e.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["ok", "failed", "transient"]),
+                          st.integers(0, 9)), max_size=12))
+def test_put_semantics_match_model(tmp_path_factory, ops):
+    """First definitive record wins; a transient placeholder is replaced by the next write."""
+    store = EvaluationStore(tmp_path_factory.mktemp("m") / "e.sqlite")
+    model = {}
+    for key, kind, v in ops:
+        rec = _rec(key, "failed" if kind != "ok" else "ok", transient=kind == "transient", acc=float(v))
+        writable = key not in model or (model[key].status == "failed" and model[key].transient)
+        assert store.put(rec) == writable
+        if writable:
+            model[key] = rec
+    got = {r.key: r for r in store.records()}
+    assert set(got) == set(model)
+    for k, r in model.items():
+        assert (got[k].status, got[k].transient, got[k].metrics) == (r.status, r.transient, r.metrics)
+    store.close()
 
 
 def test_export_formats(tmp_path):

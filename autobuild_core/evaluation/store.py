@@ -162,11 +162,9 @@ class EvaluationStore:
             conn = self._connect()
             try:
                 return self._retry(lambda: fn(conn))
-            except sqlite3.DatabaseError as e:
-                if isinstance(e, sqlite3.OperationalError) and _is_locked(e):
-                    raise
-                if isinstance(e, sqlite3.OperationalError):
-                    raise
+            except sqlite3.OperationalError:  # locked past the deadline, disk full, ...: report as is
+                raise
+            except sqlite3.DatabaseError as e:  # "malformed", "not a database": the file is damaged
                 raise self._corrupt(e) from e
 
     def close(self) -> None:
