@@ -106,6 +106,7 @@ class PruneSection(_Section):
 
 class BuildSection(_Section):
     enabled: bool = Field(True, description="Build the architecture of top-scored configurations and evaluate it.")
+    n: int = Field(1, ge=1, description="Architectures built: the top-scored one, then the next best by summed unit score.")
 
 
 class Objective(_Section):
@@ -119,6 +120,7 @@ class SearchSection(_Section):
     budget: int = Field(50, ge=1, description="Evaluations the search may spend.")
     space: Literal["pruned", "full", "both"] = Field("pruned", description="Search the pruned space, the full space (baseline), or both with the same budget.")
     objectives: list[Objective] = Field(default_factory=list, description="Objectives; empty means the run's target, maximised.")
+    batch_size: int = Field(1, ge=1, description="Architectures proposed per evaluation call (larger: fewer, bigger remote batches).")
     storage: str = Field("optuna.db", description="Optuna study SQLite file, relative to the run directory (optuna-dashboard opens it).")
 
 
@@ -148,7 +150,7 @@ class RunConfig(_Section):
     name: str = Field("autobuild", description="Run name (MLflow run name, Prefect flow-run name prefix).")
     space: str = Field("nasbench_graph", description="Search space name (`autobuild spaces`).")
     seed: int = Field(0, description="Seed of sampling, ranker training and search.")
-    target: str = Field("accuracy", description="Target the ranker learns: a metric name or an expression such as 'acc - 2*log(latency)'.")
+    target: str = Field("acc", description="Target the ranker learns: a metric name or an expression such as 'acc - 2*log(latency)'.")
     evaluator: EvaluatorSection = Field(default_factory=EvaluatorSection, description="How architectures are evaluated.")
     seeds: SeedsSection = Field(default_factory=SeedsSection, description="Seed architectures.")
     ranker: RankerSection = Field(default_factory=RankerSection, description="Ranker architecture.")

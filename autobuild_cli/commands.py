@@ -1,0 +1,330 @@
+"""`autobuild run | spaces | report | serve | trigger`.
+
+Prefect, MLflow and the flows are imported inside the command functions, so `autobuild --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from autobuild_core.errors import ConfigError
+
+STATE_FILE = Path(".autobuild") / "serve.json"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the AutoBuild pipeline from a YAML config")
+    p.add_argument("-c", "--config", default=None, help="YAML config (default: the built-in defaults = quickstart-like)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set search.budget=100 (repeatable; values are YAML)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<config name>); rerun with the same --out to resume")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("spaces", help="list the search spaces and their sizes")
+    p.set_defaults(func=cmd_spaces)
+
+    p = sub.add_parser("report", help="write the HTML report of a finished run")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="start a local Prefect server, MLflow server and worker; deploy prefect.yaml")
+    p.add_argument("--stop", action="store_true", help="stop what a previous `serve` started")
+    p.add_argument("--prefect-port", type=int, default=4200)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--pool", default="local", help="process work pool the local worker serves")
+    p.add_argument("--no-deploy", action="store_true", help="do not run `prefect deploy --all`")
+    p.add_argument("--home", default=".autobuild/serve", help="directory of server state, logs and the MLflow store")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each service")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("trigger", help="trigger a deployment through the Prefect API")
+    p.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. autobuild/quickstart")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                   help="flow parameter (YAML value); dotted keys set nested fields, e.g. config.search.budget=20")
+    p.add_argument("--wait", action="store_true", help="wait for the flow run to finish")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.set_defaults(func=cmd_trigger)
+
+
+# ---- run ---------------------------------------------------------------------------------------
+
+
+def check_prefect_api(timeout_s: float = 10.0) -> str | None:
+    """If PREFECT_API_URL points at a server, make sure it answers; returns the URL (or None: ephemeral)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return None
+    try:
+        req = urllib.request.Request(url.rstrip("/") + "/health")
+        auth = os.environ.get("PREFECT_API_AUTH_STRING")
+        if auth:
+            import base64
+
+            req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310 - user-configured URL
+            r.read(64)
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        raise ConfigError(
+            f"The Prefect API at {url} is unreachable ({getattr(e, 'reason', e)}) within {timeout_s:g}s. Start it "
+            "(`autobuild serve`), fix PREFECT_API_URL, or unset PREFECT_API_URL to run on a temporary local server."
+        ) from None
+    return url
+
+
+def cmd_run(args) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from autobuild_core.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out or Path("runs") / cfg.name)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} exists and is not a directory.")
+    check_prefect_api()
+    out.mkdir(parents=True, exist_ok=True)
+    from flows.pipeline import autobuild
+
+    t0 = time.perf_counter()
+    state = autobuild(cfg, str(out), return_state=True)
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if not state.is_completed():
+        err = summary.get("error") or getattr(state, "message", "") or state.name
+        try:
+            state.result()
+        except Exception as exc:  # re-raise user-fixable errors so the CLI prints one paragraph
+            from autobuild_core.errors import AutoBuildError
+
+            if isinstance(exc, AutoBuildError):
+                raise
+        print(f"autobuild: run failed: {err}", file=sys.stderr)
+        print(f"Summary: {summary_path}", file=sys.stderr)
+        return 1
+    _print_summary(summary, out, time.perf_counter() - t0)
+    return 0
+
+
+def _print_summary(s: dict, out: Path, seconds: float) -> None:
+    ev = s.get("evaluations", {})
+    rk = s.get("ranker", {})
+    best = s.get("best") or {}
+    print(f"\nAutoBuild {s.get('status')} in {seconds:.0f}s: space {s.get('space')}, evaluator {s['evaluator']['kind']}, target {s.get('target')}")
+    print(f"  evaluations: {ev.get('total')} total ({ev.get('new')} new, {ev.get('reused')} reused, {ev.get('failed')} failed)")
+    if rk:
+        print(f"  ranker Spearman {rk.get('pred_spearman', float('nan')):.3f} ({rk.get('spearman_on')}); per hop "
+              + " ".join(f"{h:.2f}" for h in rk.get("hop_spearman", [])))
+    for b in s.get("built", []):
+        print(f"  built: {json.dumps(b['arch'], default=str)} -> {b.get('metrics')}")
+    if best:
+        print(f"  best ({best.get('source')}): target {best.get('target')} {json.dumps(best.get('arch'), default=str)}")
+    print(f"\nSummary:   {out / 'summary.json'}")
+    uri = s.get("mlflow_tracking_uri")
+    if uri:
+        print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   (run {s.get('mlflow_run_id')})")
+    if s.get("report"):
+        print(f"Report:    {s['report']}")
+    elif (out / "report.html").is_file():
+        print(f"Report:    {out / 'report.html'}")
+
+
+# ---- spaces, report ------------------------------------------------------------------------------
+
+
+def cmd_spaces(args) -> int:
+    from search_spaces import get_space, list_spaces
+
+    print(f"{'space':<16} {'units':>5} {'unit configs':>13} {'size':>24}")
+    for name in list_spaces():
+        try:
+            sp = get_space(name)
+            n_cfg = sum(sp.n_unit_configs())
+            print(f"{name:<16} {len(sp.units):>5} {n_cfg:>13,} {sp.size():>24,}")
+        except Exception as e:  # a space that cannot load (missing optional package) is listed with why
+            print(f"{name:<16} unavailable: {type(e).__name__}: {e}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no such directory).")
+    try:
+        from autobuild_core.report import write_report
+    except ImportError:
+        print("autobuild: the report module is not available in this version; nothing written.", file=sys.stderr)
+        return 1
+    path = write_report(run_dir)
+    print(f"Report: {path}")
+    return 0
+
+
+# ---- serve -----------------------------------------------------------------------------------------
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.is_file() else ""
+            raise ConfigError(f"service for {url} exited with status {proc.returncode}. Log tail:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=3) as r:  # noqa: S310 - loopback URL we started
+                r.read(16)
+                return
+        except (urllib.error.URLError, TimeoutError, OSError):
+            time.sleep(0.5)
+    raise ConfigError(f"{url} did not answer within {timeout:g}s; see the logs in the serve home directory.")
+
+
+def _spawn(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
+    f = open(log, "ab")
+    return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _venv_bin(name: str) -> str:
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else name
+
+
+def cmd_serve(args) -> int:
+    if args.stop:
+        return _serve_stop()
+    if STATE_FILE.is_file():
+        state = json.loads(STATE_FILE.read_text())
+        alive = [p for p in state.get("pids", {}).values() if _alive(p)]
+        if alive:
+            raise ConfigError(f"`autobuild serve` already runs (PIDs {alive}); stop it with `autobuild serve --stop`.")
+    for port in (args.prefect_port, args.mlflow_port):
+        if not _free(port):
+            raise ConfigError(f"port {port} on 127.0.0.1 is in use; pass --prefect-port/--mlflow-port.")
+    home = Path(args.home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    api = f"http://127.0.0.1:{args.prefect_port}/api"
+    mlflow_uri = f"http://127.0.0.1:{args.mlflow_port}"
+    env = dict(os.environ, PREFECT_HOME=str(home / "prefect"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    pids: dict[str, int] = {}
+    try:
+        srv = _spawn([_venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(args.prefect_port)],
+                     home / "prefect-server.log", dict(env, PREFECT_API_URL=""))
+        pids["prefect_server"] = srv.pid
+        mlf = _spawn([_venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(args.mlflow_port),
+                      "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "mlartifacts"),
+                      "--workers", "1"], home / "mlflow-server.log", env)
+        pids["mlflow_server"] = mlf.pid
+        _write_state(pids, api, mlflow_uri, home)
+        _wait_http(f"{api}/health", args.timeout, srv, home / "prefect-server.log")
+        _wait_http(f"{mlflow_uri}/health", args.timeout, mlf, home / "mlflow-server.log")
+        wenv = dict(env, MLFLOW_TRACKING_URI=mlflow_uri)
+        subprocess.run([_venv_bin("prefect"), "work-pool", "create", args.pool, "--type", "process", "--overwrite"],
+                       env=env, check=False, capture_output=True, timeout=args.timeout)
+        wk = _spawn([_venv_bin("prefect"), "worker", "start", "--pool", args.pool, "--type", "process"], home / "worker.log", wenv)
+        pids["worker"] = wk.pid
+        _write_state(pids, api, mlflow_uri, home)
+        if not args.no_deploy and Path("prefect.yaml").is_file():
+            r = subprocess.run([_venv_bin("prefect"), "--no-prompt", "deploy", "--all"], env=env, capture_output=True, text=True,
+                               timeout=max(args.timeout, 300))
+            (home / "deploy.log").write_text(r.stdout + r.stderr)
+            if r.returncode != 0:
+                print(f"warning: `prefect deploy --all` failed (see {home / 'deploy.log'})", file=sys.stderr)
+    except BaseException:
+        _serve_stop(quiet=True)
+        raise
+    print(f"Prefect UI/API: http://127.0.0.1:{args.prefect_port}   (export PREFECT_API_URL={api})")
+    print(f"MLflow UI:      {mlflow_uri}   (export MLFLOW_TRACKING_URI={mlflow_uri})")
+    print(f"Worker on pool '{args.pool}'; logs and state in {home}")
+    print("Trigger:        autobuild trigger autobuild/quickstart --param config.search.budget=30")
+    print("Stop:           autobuild serve --stop")
+    return 0
+
+
+def _write_state(pids: dict, api: str, mlflow_uri: str, home: Path) -> None:
+    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    STATE_FILE.write_text(json.dumps({"pids": pids, "prefect_api_url": api, "mlflow_tracking_uri": mlflow_uri, "home": str(home)}, indent=1))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _serve_stop(quiet: bool = False) -> int:
+    if not STATE_FILE.is_file():
+        if not quiet:
+            print("nothing to stop (no .autobuild/serve.json)")
+        return 0
+    state = json.loads(STATE_FILE.read_text())
+    pids = state.get("pids", {})
+    for name in ("worker", "mlflow_server", "prefect_server"):
+        pid = pids.get(name)
+        if pid and _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)  # each service was started in its own session
+            except OSError:
+                pass
+    deadline = time.time() + 15
+    for pid in pids.values():
+        while _alive(pid) and time.time() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    STATE_FILE.unlink(missing_ok=True)
+    if not quiet:
+        print(f"stopped {', '.join(f'{k} ({v})' for k, v in pids.items())}")
+    return 0
+
+
+# ---- trigger --------------------------------------------------------------------------------------
+
+
+def parse_params(items: list[str]) -> dict:
+    from autobuild_core.config import apply_overrides
+
+    return apply_overrides({}, items)
+
+
+def cmd_trigger(args) -> int:
+    if "/" not in args.deployment:
+        raise ConfigError(f"deployment {args.deployment!r} must be FLOW_NAME/DEPLOYMENT_NAME, e.g. autobuild/quickstart.")
+    url = check_prefect_api()
+    if url is None:
+        raise ConfigError("PREFECT_API_URL is not set: point it at a Prefect server (`autobuild serve` prints it).")
+    params = parse_params(args.params)
+    from prefect.deployments import run_deployment
+
+    fr = run_deployment(args.deployment, parameters=params, timeout=args.timeout if args.wait else 0)
+    print(f"flow run {fr.id} ({fr.name}) for {args.deployment}: {fr.state.name if fr.state else 'scheduled'}")
+    print(f"  {url.rstrip('/').removesuffix('/api')}/runs/flow-run/{fr.id}")
+    if args.wait:
+        return 0 if fr.state is not None and fr.state.is_completed() else 1
+    return 0

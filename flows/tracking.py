@@ -1,0 +1,262 @@
+"""MLflow tracking for the pipeline: one parent run per flow run, child runs per stage.
+
+Everything goes through an explicit :class:`mlflow.MlflowClient` and explicit run ids (never the
+fluent API's thread-local "active run"), because Prefect runs tasks in worker threads. Children
+carry ``mlflow.parentRunId`` so the MLflow UI nests them under the parent.
+
+Default tracking URI: ``sqlite:///<run dir>/mlflow.db`` with artifacts in ``<run dir>/mlartifacts``.
+A remote tracking server that does not answer within ``tracking.timeout_s`` is reported as a clear
+:class:`~autobuild_core.errors.ConfigError` before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterable
+
+from autobuild_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def default_tracking_uri(run_dir: str | os.PathLike) -> str:
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Raise ConfigError if an http(s) tracking server does not answer ``/health`` in time."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - user-given server URL
+            resp.read(64)
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):  # alive, behind basic auth
+            return
+        raise ConfigError(f"MLflow tracking server {uri} answered {e.code} on /health. Check tracking.tracking_uri.") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConfigError(
+            f"MLflow tracking server {uri} is unreachable ({reason}) within {timeout_s:g}s. Start it "
+            "(`autobuild serve`), fix tracking.tracking_uri, or unset it to track in the run directory "
+            "(or set tracking.enabled=false)."
+        ) from None
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(d, list) and d and all(isinstance(v, dict) for v in d):
+        for i, v in enumerate(d):
+            out.update(flatten(v, f"{prefix}{i}."))
+    else:
+        out[prefix.rstrip(".")] = json.dumps(d) if isinstance(d, (list, dict)) else str(d)
+    return out
+
+
+class _NullRun:
+    """Stands in for a run when tracking is disabled: every call is a no-op."""
+
+    run_id = None
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+class Run:
+    """A thin handle on one MLflow run (parent or child)."""
+
+    def __init__(self, tracker: "Tracker", run_id: str):
+        self.tracker, self.run_id = tracker, run_id
+        self.client = tracker.client
+
+    def params(self, params: dict) -> None:
+        flat = {k[:250]: (v if len(v) <= 6000 else v[:5997] + "...") for k, v in flatten(params).items()}
+        items = list(flat.items())
+        from mlflow.entities import Param
+
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
+
+    def metrics(self, values: dict, step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        ts = int(time.time() * 1000)
+        ms = [Metric(k, float(v), ts, int(step or 0)) for k, v in values.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+        if ms:
+            self.client.log_batch(self.run_id, metrics=ms)
+
+    def tags(self, tags: dict) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        p = Path(path)
+        if p.is_dir():
+            self.client.log_artifacts(self.run_id, str(p), artifact_path)
+        elif p.is_file():
+            self.client.log_artifact(self.run_id, str(p), artifact_path)
+
+    def text(self, text: str, file_name: str) -> None:
+        self.client.log_text(self.run_id, text, file_name)
+
+    def dict(self, obj: Any, file_name: str) -> None:
+        self.client.log_dict(self.run_id, obj, file_name)
+
+    def figure(self, fig, file_name: str) -> None:
+        self.client.log_figure(self.run_id, fig, file_name)
+
+    def artifact_uri(self, sub: str = "") -> str:
+        uri = self.client.get_run(self.run_id).info.artifact_uri
+        return f"{uri}/{sub}" if sub else uri
+
+    def register(self, model_name: str, artifact_path: str, description: str = "", tags: dict | None = None) -> str | None:
+        """Register the run's ``artifact_path`` directory as a new version of ``model_name``."""
+        if not self.tracker.register_models:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(model_name, description=description or None)
+        except MlflowException as e:
+            if "already exists" not in str(e).lower() and getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        mv = self.client.create_model_version(model_name, source=self.artifact_uri(artifact_path), run_id=self.run_id,
+                                              tags={k: str(v) for k, v in (tags or {}).items()}, description=description or None)
+        return str(mv.version)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class Tracker:
+    """MLflow client bound to one tracking URI and experiment."""
+
+    def __init__(self, tracking, run_dir: str | os.PathLike):
+        self.enabled = bool(tracking.enabled)
+        self.register_models = bool(tracking.register_models)
+        self.run_dir = Path(run_dir).resolve()
+        self.uri = tracking.tracking_uri or default_tracking_uri(self.run_dir)
+        self.client = None
+        self.experiment_id = None
+        if not self.enabled:
+            return
+        check_reachable(self.uri, tracking.timeout_s)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(5, tracking.timeout_s))))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        exp = self.client.get_experiment_by_name(tracking.experiment)
+        if exp is None:
+            art = (self.run_dir / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
+            try:
+                self.experiment_id = self.client.create_experiment(tracking.experiment, artifact_location=art)
+            except Exception:  # created concurrently by another process
+                exp = self.client.get_experiment_by_name(tracking.experiment)
+                if exp is None:
+                    raise
+                self.experiment_id = exp.experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
+
+    def start(self, name: str, parent: "Run | None" = None, tags: dict | None = None) -> Run:
+        if not self.enabled:
+            return _NullRun()  # type: ignore[return-value]
+        t = {k: str(v) for k, v in (tags or {}).items()}
+        if parent is not None and parent.run_id:
+            t["mlflow.parentRunId"] = parent.run_id
+        r = self.client.create_run(self.experiment_id, run_name=name, tags=t)
+        return Run(self, r.info.run_id)
+
+
+# ---- plots (matplotlib, Agg) -------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training(history: list[dict], path: Path) -> Path | None:
+    if not history:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ep = [h.get("epoch", i) for i, h in enumerate(history)]
+    for key in ("loss", "mse", "rank_loss"):
+        ys = [h.get(key) for h in history]
+        if any(y is not None for y in ys):
+            ax[0].plot(ep, [math.nan if y is None else y for y in ys], label=key)
+    ax[0].set_xlabel("epoch"); ax[0].set_title("training loss"); ax[0].legend()
+    vs = [(e, h["val_pred_spearman"]) for e, h in zip(ep, history) if h.get("val_pred_spearman") is not None]
+    if vs:
+        ax[1].plot([e for e, _ in vs], [v for _, v in vs], marker="o", label="prediction")
+    ax[1].set_xlabel("epoch"); ax[1].set_title("validation Spearman"); ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_hops(hop_spearman: Iterable[float], path: Path) -> Path | None:
+    hs = [float(h) for h in (hop_spearman or [])]
+    if not hs:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(range(len(hs)), hs, color="#4477aa")
+    ax.set_xlabel("hop m"); ax.set_ylabel("Spearman(‖h_G^m‖₁, target)"); ax.set_title("per-hop Spearman")
+    ax.set_ylim(min(0.0, min(hs) - 0.05), 1.0)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    return path
+
+
+def plot_unit_scores(scores, path: Path) -> Path | None:
+    if scores is None or len(scores) == 0:
+        return None
+    plt = _plt()
+    units = sorted(scores["unit"].unique())
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(units)), 3.5))
+    data = [scores.loc[scores["unit"] == u, "score"].to_numpy() for u in units]
+    names = [str(scores.loc[scores["unit"] == u, "unit_name"].iloc[0]) if "unit_name" in scores else str(u) for u in units]
+    ax.boxplot(data)
+    ax.set_xticks(range(1, len(units) + 1), names, rotation=30)
+    ax.set_ylabel("score (target units)"); ax.set_title("unit configuration scores")
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    return path
+
+
+def plot_search(histories: dict[str, list[float]], path: Path) -> Path | None:
+    if not histories:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, traj in histories.items():
+        ax.plot(range(1, len(traj) + 1), traj, label=name)
+    ax.set_xlabel("evaluations"); ax.set_ylabel("best objective"); ax.set_title("search progress"); ax.legend()
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    return path
+
+
+def scratch_dir(run_dir: Path) -> Path:
+    d = Path(run_dir) / "artifacts"
+    d.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=d))
