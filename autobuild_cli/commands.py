@@ -235,8 +235,9 @@ def cmd_serve(args) -> int:
         _wait_http(f"{api}/health", args.timeout, srv, home / "prefect-server.log")
         _wait_http(f"{mlflow_uri}/health", args.timeout, mlf, home / "mlflow-server.log")
         wenv = dict(env, MLFLOW_TRACKING_URI=mlflow_uri)
-        subprocess.run([_venv_bin("prefect"), "work-pool", "create", args.pool, "--type", "process", "--overwrite"],
-                       env=env, check=False, capture_output=True, timeout=args.timeout)
+        for pool in dict.fromkeys([args.pool, "local", "gpu"]):  # prefect.yaml deploys to both pools
+            subprocess.run([_venv_bin("prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"],
+                           env=env, check=False, capture_output=True, timeout=args.timeout)
         wk = _spawn([_venv_bin("prefect"), "worker", "start", "--pool", args.pool, "--type", "process"], home / "worker.log", wenv)
         pids["worker"] = wk.pid
         _write_state(pids, api, mlflow_uri, home)
@@ -313,14 +314,29 @@ def parse_params(items: list[str]) -> dict:
     return apply_overrides({}, items)
 
 
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def cmd_trigger(args) -> int:
     if "/" not in args.deployment:
         raise ConfigError(f"deployment {args.deployment!r} must be FLOW_NAME/DEPLOYMENT_NAME, e.g. autobuild/quickstart.")
     url = check_prefect_api()
     if url is None:
         raise ConfigError("PREFECT_API_URL is not set: point it at a Prefect server (`autobuild serve` prints it).")
-    params = parse_params(args.params)
+    overrides = parse_params(args.params)
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
+
+    with get_client(sync_client=True) as client:
+        try:
+            dep = client.read_deployment_by_name(args.deployment)
+        except Exception as e:
+            raise ConfigError(f"deployment {args.deployment!r} not found on {url} ({type(e).__name__}). `prefect deployment ls` lists them.") from None
+    params = _deep_merge(dict(dep.parameters or {}), overrides)  # --param refines the deployment's defaults
 
     fr = run_deployment(args.deployment, parameters=params, timeout=args.timeout if args.wait else 0)
     print(f"flow run {fr.id} ({fr.name}) for {args.deployment}: {fr.state.name if fr.state else 'scheduled'}")

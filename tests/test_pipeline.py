@@ -1,0 +1,178 @@
+"""The pipeline for real: `autobuild run` on the ephemeral Prefect API with a SQLite MLflow store.
+
+NAS-Bench-Graph ships inside its wheel, so these tests need no shared data. They run the CLI in a
+subprocess (as a user would) with a tiny config so the whole module stays around two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AUTOBUILD = [sys.executable, "-m", "autobuild_cli.main"]
+
+TINY = [
+    "seeds.n=60", "train.epochs=4", "train.batch_size=32", "prune.k=2", "search.budget=12", "winners.top=2",
+    "evaluator.batch_size=20",
+]
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    env.setdefault("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["MPLBACKEND"] = "Agg"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(AUTOBUILD + args, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.timeout(360)
+def test_end_to_end_run_summary_and_mlflow(tmp_path):
+    out = tmp_path / "run"
+    r = _run(["run", "-c", "configs/quickstart.yaml", "--out", str(out), *[a for x in TINY for a in ("--set", x)]], tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Summary:" in r.stdout and "mlflow ui" in r.stdout
+
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "completed"
+    assert s["space"] == "nasbench_graph" and s["evaluator"]["kind"] == "nasbench_graph" and s["target"] == "acc"
+    ev = s["evaluations"]
+    assert ev["total"] >= 60 and ev["new"] == ev["total"] and ev["reused"] == 0 and ev["failed"] == 0
+    assert -1 <= s["ranker"]["pred_spearman"] <= 1 and len(s["ranker"]["hop_spearman"]) == 5
+    assert s["built"] and s["built"][0]["metrics"]["acc"] > 0
+    assert s["best"]["metrics"]["acc"] >= max(b["metrics"]["acc"] for b in s["built"]) - 1e-9 or s["best"]["source"] == "winners"
+    assert s["mlflow_run_id"] and s["prefect_flow_run_id"]
+    for stage in ("sample", "evaluate", "train_ranker", "score", "build_prune", "search", "winners", "total"):
+        assert stage in s["stage_seconds"]
+    assert s["search"]["pruned"]["n_eval"] == 12
+
+    # MLflow: parent + children with explicit parent ids, artifacts, registered models
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    parent = c.get_run(s["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = c.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    names = {ch.info.run_name for ch in children}
+    assert {"ranker", "scoring", "search-pruned", "winner-1", "winner-2"} <= names, names
+    ranker = next(ch for ch in children if ch.info.run_name == "ranker")
+    assert len(c.get_metric_history(ranker.info.run_id, "loss")) == 4  # per-epoch curve
+    assert "hop_spearman_0" in ranker.data.metrics
+
+    def files(run_id, path=""):
+        out_ = []
+        for f in c.list_artifacts(run_id, path):
+            out_ += files(run_id, f.path) if f.is_dir else [f.path]
+        return out_
+
+    rf = files(ranker.info.run_id)
+    assert "ranker/ranker.safetensors" in rf and "ranker/ranker.json" in rf
+    assert {"plots/training_curves.png", "plots/hop_spearman.png"} <= set(rf)
+    scoring = next(ch for ch in children if ch.info.run_name == "scoring")
+    sf = set(files(scoring.info.run_id))
+    assert {"scores/unit_scores.csv", "scores/importance.csv", "build/built.json", "plots/unit_scores.png"} <= sf
+    search = next(ch for ch in children if ch.info.run_name == "search-pruned")
+    assert len(c.get_metric_history(search.info.run_id, "best_objective_0")) >= 10
+    pf = set(files(parent.info.run_id))
+    assert {"evaluations/evaluations.csv", "summary.json"} <= pf
+    assert c.get_registered_model("autobuild-ranker-nasbench_graph")
+    assert len(c.search_model_versions("name='autobuild-winner-nasbench_graph'")) == 2
+
+    # Rerun in the same directory: every stage and evaluation is reused.
+    r2 = _run(["run", "-c", "configs/quickstart.yaml", "--out", str(out), *[a for x in TINY for a in ("--set", x)]], tmp_path)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    s2 = json.loads((out / "summary.json").read_text())
+    assert s2["evaluations"]["new"] == 0 and s2["evaluations"]["reused"] == s["evaluations"]["total"]
+    assert s2["best"]["arch"] == s["best"]["arch"]
+    assert s2["ranker"]["pred_spearman"] == s["ranker"]["pred_spearman"]
+
+
+def _stored(db: Path) -> int:
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return int(con.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.timeout(360)
+def test_killed_run_resumes_and_reuses_evaluations(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "-c", "configs/quickstart.yaml", "--out", str(out), "--set", "seeds.n=80", "--set", "evaluator.batch_size=2",
+            "--set", "evaluator.concurrency=1", "--set", "train.epochs=3", "--set", "search.budget=8", "--set", "winners.top=1",
+            "--set", "prune.k=2"]
+    proc = subprocess.Popen(AUTOBUILD + args, cwd=REPO, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    db = out / "evaluations.sqlite"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and _stored(db) == 0:
+            time.sleep(0.05)
+        assert proc.poll() is None, "run ended before any evaluation was stored"
+        n_at_kill = _stored(db)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        proc.wait(timeout=30)
+    assert n_at_kill > 0
+    assert not (out / "summary.json").exists() or json.loads((out / "summary.json").read_text())["status"] != "completed"
+    stored = _stored(db)
+
+    r = _run(args, tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "completed"
+    assert s["evaluations"]["reused"] >= stored > 0
+    assert s["evaluations"]["new"] + s["evaluations"]["reused"] == s["evaluations"]["total"]
+
+
+@pytest.mark.timeout(120)
+def test_unreachable_mlflow_fails_fast_with_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    t0 = time.time()
+    r = _run(["run", "-c", "configs/quickstart.yaml", "--out", str(tmp_path / "run"), "--set", f"tracking.tracking_uri=http://127.0.0.1:{port}",
+              "--set", "tracking.timeout_s=3", "--set", "seeds.n=10"], tmp_path, timeout=110)
+    assert r.returncode != 0
+    assert "unreachable" in (r.stdout + r.stderr) and f"127.0.0.1:{port}" in (r.stdout + r.stderr)
+    assert time.time() - t0 < 100
+
+
+def test_unreachable_prefect_api_fails_fast(tmp_path):
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    env = _env(tmp_path)
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    t0 = time.time()
+    r = subprocess.run(AUTOBUILD + ["run", "-c", "configs/quickstart.yaml", "--out", str(tmp_path / "run")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Prefect API" in r.stderr and "unreachable" in r.stderr and "Traceback" not in r.stderr
+    assert time.time() - t0 < 60
