@@ -92,6 +92,10 @@ def cmd_run(args) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory.")
     check_prefect_api()
+    if cfg.tracking.enabled and cfg.tracking.tracking_uri:
+        from flows.tracking import check_reachable
+
+        check_reachable(cfg.tracking.tracking_uri, cfg.tracking.timeout_s)  # fail before any server starts
     out.mkdir(parents=True, exist_ok=True)
     from flows.pipeline import autobuild
 

@@ -58,7 +58,7 @@ class Evaluations:
         if not natives:
             return []
         keys = self._keys(natives)
-        before = lookup_records(self.cfg.space, natives, self.kind, self.settings, self.store, self.seed)
+        before = lookup_records(self.cfg.space, natives, self.kind, self.settings, self.store, self.seed, self.evaluator)
         todo = [a for a, r in zip(natives, before) if r is None or (not r.ok and getattr(r, "transient", False))]
         for k, r in zip(keys, before):
             if r is not None and k not in self.status and not (not r.ok and getattr(r, "transient", False)):
@@ -79,7 +79,7 @@ class Evaluations:
 
                 with EvaluationStore(self.store) as st:
                     evaluate_archs(self.evaluator, self.space, todo, st, seed=self.seed, retries=fail.retries, progress=False)
-        after = lookup_records(self.cfg.space, natives, self.kind, self.settings, self.store, self.seed)
+        after = lookup_records(self.cfg.space, natives, self.kind, self.settings, self.store, self.seed, self.evaluator)
         for k, a, r in zip(keys, natives, after):
             self.status.setdefault(k, "new")
             if r is not None:
@@ -169,9 +169,10 @@ def autobuild(config: RunConfig, run_dir: str = "runs/autobuild") -> dict:
         with _stage(times, "evaluate"):
             recs = evals(seeds)
             evals.check_failures("seed evaluation")
-        archs, y = [], []
+        archs, y, seen = [], [], set()
         for a, r in zip(seeds, recs):
-            if r is not None and r.ok:
+            if r is not None and r.ok and r.key not in seen:  # one label per distinct architecture
+                seen.add(r.key)
                 v = _value(target, r.metrics)
                 if v is not None:
                     archs.append(a)
@@ -279,6 +280,8 @@ def autobuild(config: RunConfig, run_dir: str = "runs/autobuild") -> dict:
 
                     res = search_task(cfg, str(rd), which, bp["pruned"], objective, optuna_url(cfg, rd), on_trial, key=rkey)
                     searches[which] = res
+                    # a search reloaded from its stage output still counts (and offers winners) from the store
+                    evals([h["arch"] for h in res["history"]], subflow=False)
                     out = rd / f"search_{which}.json"
                     write_json_atomic(out, res)
                     child.artifact(out, "search")

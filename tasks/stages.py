@@ -98,12 +98,12 @@ def evaluate_chunk(space: str, archs: list, kind: str, settings: dict, store: st
     return {"new": res.new, "reused": res.reused, "failed": res.failed, "n": len(archs), "fingerprint": res.fingerprint}
 
 
-def lookup_records(space_name: str, archs: Sequence, kind: str, settings: dict, store: str, seed: int = 0) -> list:
+def lookup_records(space_name: str, archs: Sequence, kind: str, settings: dict, store: str, seed: int = 0, evaluator=None) -> list:
     """Records of ``archs`` (aligned; None where absent) as stored for this evaluator."""
     from autobuild_core.evaluation import EvaluationStore
 
     space = get_space(space_name)
-    ev = make_evaluator(kind, settings)
+    ev = evaluator if evaluator is not None else make_evaluator(kind, settings)
     fp = ev.fingerprint()
     parsed = [a if hasattr(a, "units") else space.parse(a) for a in archs]
     keys = [ev.record_key(space, a) for a in parsed]
@@ -148,6 +148,7 @@ def train_ranker_task(cfg: RunConfig, run_dir: str, archs_native: list, y: list,
     t = cfg.train
     tc = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, rank_weight=t.rank_weight,
                      grad_clip=t.grad_clip, seed=cfg.seed, val_fraction=t.val_fraction, device=t.device, progress=True)
+    _logger().info("training the ranker on %d architectures (%d epochs)", len(archs), t.epochs)
     t0 = time.perf_counter()
     trained = train_ranker(space, archs, np.asarray(y, dtype=float), ranker=rc, train=tc, on_epoch=on_epoch)
     seconds = time.perf_counter() - t0
@@ -250,6 +251,17 @@ def search_task(cfg: RunConfig, run_dir: str, which: str, pruned_d: dict | None,
     objs = cfg.objectives()
     t0 = time.perf_counter()
     study = f"{cfg.name}-{which}-{config_hash(key, cfg.search.model_dump(exclude={'enabled', 'space'}), cfg.seed, n=10)}"
+    if storage:
+        # A rerun after a kill replays the search from its seed instead of resuming the sampler
+        # mid-way: evaluations come back from the store (nothing is evaluated twice) and the result
+        # is the one an uninterrupted run gives. The finished study stays for optuna-dashboard.
+        import optuna
+
+        try:
+            optuna.delete_study(study_name=study, storage=storage)
+        except KeyError:
+            pass
+    _logger().info("searching the %s space with %s, budget %d", which, cfg.search.method, cfg.search.budget)
     result = run_search(cfg.search.method, domain, objective, budget=cfg.search.budget, seed=cfg.seed,
                         directions=tuple(o.direction for o in objs), storage=storage, study_name=study,
                         on_trial=on_trial, batch_size=cfg.search.batch_size)

@@ -41,14 +41,24 @@ def _run(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.Co
     return subprocess.run(AUTOBUILD + args, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.timeout(360)
-def test_end_to_end_run_summary_and_mlflow(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One uninterrupted tiny run (shared by the end-to-end and the kill tests)."""
+    tmp_path = tmp_path_factory.mktemp("uninterrupted")
     out = tmp_path / "run"
     r = _run(["run", "-c", "configs/quickstart.yaml", "--out", str(out), *[a for x in TINY for a in ("--set", x)]], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Summary:" in r.stdout and "mlflow ui" in r.stdout
-
     s = json.loads((out / "summary.json").read_text())
+    s["_out"], s["_tmp"] = str(out), str(tmp_path)
+    return s
+
+
+@pytest.mark.timeout(360)
+def test_end_to_end_run_summary_and_mlflow(uninterrupted):
+    s = dict(uninterrupted)
+    out, tmp_path = Path(s.pop("_out")), Path(s.pop("_tmp"))
+    assert s["status"] == "completed"
     assert s["status"] == "completed"
     assert s["space"] == "nasbench_graph" and s["evaluator"]["kind"] == "nasbench_graph" and s["target"] == "acc"
     ev = s["evaluations"]
@@ -98,7 +108,7 @@ def test_end_to_end_run_summary_and_mlflow(tmp_path):
     r2 = _run(["run", "-c", "configs/quickstart.yaml", "--out", str(out), *[a for x in TINY for a in ("--set", x)]], tmp_path)
     assert r2.returncode == 0, r2.stderr[-3000:]
     s2 = json.loads((out / "summary.json").read_text())
-    assert s2["evaluations"]["new"] == 0 and s2["evaluations"]["reused"] == s["evaluations"]["total"]
+    assert s2["status"] == "completed" and s2["evaluations"]["new"] == 0 and s2["evaluations"]["reused"] == s["evaluations"]["total"]
     assert s2["best"]["arch"] == s["best"]["arch"]
     assert s2["ranker"]["pred_spearman"] == s["ranker"]["pred_spearman"]
 
@@ -113,21 +123,36 @@ def _stored(db: Path) -> int:
         return 0
 
 
-@pytest.mark.timeout(360)
-def test_killed_run_resumes_and_reuses_evaluations(tmp_path):
-    out = tmp_path / "run"
-    args = ["run", "-c", "configs/quickstart.yaml", "--out", str(out), "--set", "seeds.n=80", "--set", "evaluator.batch_size=2",
-            "--set", "evaluator.concurrency=1", "--set", "train.epochs=3", "--set", "search.budget=8", "--set", "winners.top=1",
-            "--set", "prune.k=2"]
-    proc = subprocess.Popen(AUTOBUILD + args, cwd=REPO, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def _run_until(args: list[str], tmp_path: Path, out: Path, when: str) -> list[str]:
+    """Start `autobuild run`, SIGKILL its whole process group at kill point ``when``; return its output."""
+    import threading
+
+    proc = subprocess.Popen(AUTOBUILD + args, cwd=REPO, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines: list[str] = []
+    seen = threading.Event()
+    marker = {"training": "training the ranker on", "search": "searching the pruned space"}.get(when)
+
+    def reader():
+        for line in proc.stdout:
+            lines.append(line)
+            if marker and marker in line:
+                seen.set()
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
     db = out / "evaluations.sqlite"
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None and _stored(db) == 0:
-            time.sleep(0.05)
-        assert proc.poll() is None, "run ended before any evaluation was stored"
-        n_at_kill = _stored(db)
+        while time.time() < deadline and proc.poll() is None:
+            if when == "evaluation" and _stored(db) > 0:
+                break
+            if marker and seen.wait(0.05):
+                if when == "search":
+                    time.sleep(0.5)  # let a few trials finish
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"run ended before the {when} kill point:\n" + "".join(lines[-40:])
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -136,16 +161,39 @@ def test_killed_run_resumes_and_reuses_evaluations(tmp_path):
             except OSError:
                 pass
         proc.wait(timeout=30)
-    assert n_at_kill > 0
-    assert not (out / "summary.json").exists() or json.loads((out / "summary.json").read_text())["status"] != "completed"
-    stored = _stored(db)
+        th.join(timeout=10)
+    return lines
+
+
+@pytest.mark.timeout(420)
+def test_killed_runs_resume_reuse_and_match_uninterrupted(tmp_path, uninterrupted):
+    """SIGKILL during evaluation, during ranker training and during search; the rerun completes,
+    reuses every stored evaluation and ends with the uninterrupted run's result."""
+    out = tmp_path / "run"
+    args = ["run", "-c", "configs/quickstart.yaml", "--out", str(out), *[a for x in TINY for a in ("--set", x)],
+            "--set", "evaluator.batch_size=2", "--set", "evaluator.concurrency=1"]
+    for point in ("evaluation", "training", "search"):
+        before = _stored(out / "evaluations.sqlite")
+        _run_until(args, tmp_path, out, point)
+        assert _stored(out / "evaluations.sqlite") >= before  # nothing lost
+        s = out / "summary.json"
+        assert not s.exists() or json.loads(s.read_text())["status"] != "completed"
+    stored = _stored(out / "evaluations.sqlite")
+    assert stored > 0
 
     r = _run(args, tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
+    ref = uninterrupted
     assert s["status"] == "completed"
     assert s["evaluations"]["reused"] >= stored > 0
-    assert s["evaluations"]["new"] + s["evaluations"]["reused"] == s["evaluations"]["total"]
+    assert s["evaluations"]["new"] + s["evaluations"]["reused"] == s["evaluations"]["total"] == ref["evaluations"]["total"]
+    # the ranker was trained on exactly the uninterrupted run's labels (same input-keyed stage)
+    ranker_stage = lambda d: sorted(p.name for p in (Path(d) / "stages").glob("ranker-*"))  # noqa: E731
+    assert ranker_stage(out) == ranker_stage(ref["_out"])
+    # NOTE: identical built/best architectures additionally need bitwise-reproducible ranker
+    # training across processes, which train_ranker does not give yet (epoch-1 losses differ
+    # between two processes under Prefect); compared once it does.
 
 
 @pytest.mark.timeout(120)
@@ -158,9 +206,9 @@ def test_unreachable_mlflow_fails_fast_with_clear_error(tmp_path):
     t0 = time.time()
     r = _run(["run", "-c", "configs/quickstart.yaml", "--out", str(tmp_path / "run"), "--set", f"tracking.tracking_uri=http://127.0.0.1:{port}",
               "--set", "tracking.timeout_s=3", "--set", "seeds.n=10"], tmp_path, timeout=110)
-    assert r.returncode != 0
-    assert "unreachable" in (r.stdout + r.stderr) and f"127.0.0.1:{port}" in (r.stdout + r.stderr)
-    assert time.time() - t0 < 100
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "unreachable" in r.stderr and f"127.0.0.1:{port}" in r.stderr
+    assert time.time() - t0 < 60
 
 
 def test_unreachable_prefect_api_fails_fast(tmp_path):

@@ -24,9 +24,11 @@ BIN = Path(sys.executable).parent
 
 TINY_CONFIG = {
     "name": "server-test", "space": "nasbench_graph", "target": "acc",
-    "evaluator": {"kind": "nasbench_graph", "settings": {"dataset": "cora"}, "batch_size": 30},
+    # evaluations run as flow runs of the evaluate-batch deployment (the GPU-pool path, here on the local pool)
+    "evaluator": {"kind": "nasbench_graph", "settings": {"dataset": "cora"}, "batch_size": 30,
+                  "deployment": "evaluate-batch/evaluate-local", "deployment_timeout_s": 240},
     "seeds": {"n": 40}, "train": {"epochs": 3, "batch_size": 32}, "prune": {"k": 2},
-    "search": {"method": "tpe", "budget": 6}, "winners": {"top": 1},
+    "search": {"method": "tpe", "budget": 6, "batch_size": 6}, "winners": {"top": 1},
 }
 
 
@@ -66,6 +68,7 @@ def test_deploy_trigger_via_rest_and_complete(tmp_path):
     api = f"http://127.0.0.1:{port}/api"
     env = dict(os.environ)
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="2",
                MPLBACKEND="Agg", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
     procs: list = []
 
@@ -83,7 +86,7 @@ def test_deploy_trigger_via_rest_and_complete(tmp_path):
         r = subprocess.run([str(BIN / "prefect"), "work-pool", "create", "local", "--type", "process", "--overwrite"], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
-        r = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "quickstart"], cwd=REPO, env=env,
+        r = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "quickstart", "--name", "evaluate-local"], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=180)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "local", "--type", "process"])
@@ -110,6 +113,11 @@ def test_deploy_trigger_via_rest_and_complete(tmp_path):
         assert run.info.status == "FINISHED" and run.data.tags["prefect.flow_run_id"] == fr["id"]
         arts = _http("POST", f"{api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [fr["id"]]}}})
         assert any(a.get("key") == "autobuild-summary" for a in arts)
+        # the evaluations ran as separate flow runs of the evaluate-batch deployment
+        ev_dep = _http("GET", f"{api}/deployments/name/evaluate-batch/evaluate-local")
+        runs = _http("POST", f"{api}/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [ev_dep["id"]]}}})
+        assert runs and all(r["state"]["type"] == "COMPLETED" for r in runs)
+        assert s["evaluations"]["total"] >= 40 and s["evaluations"]["failed"] == 0
     finally:
         for name, p, _ in reversed(procs):
             if p.poll() is None:
