@@ -134,6 +134,29 @@ class GraphSet:
         self.n_nodes = n_nodes
         self.n_edges = n_edges
 
+    @classmethod
+    def from_flat(cls, x_cat: torch.Tensor, x_cont: torch.Tensor, edge_local: torch.Tensor, n_nodes: torch.Tensor, n_edges: torch.Tensor) -> "GraphSet":
+        """Build from already-concatenated node rows and graph-local edges (vectorised producers
+        such as a space enumerating thousands of unit configurations skip per-graph objects)."""
+        self = cls.__new__(cls)
+        self.n = int(len(n_nodes))
+        self.n_nodes, self.n_edges = n_nodes.long(), n_edges.long()
+        self.node_ptr = torch.zeros(self.n + 1, dtype=torch.long)
+        self.node_ptr[1:] = torch.cumsum(self.n_nodes, 0)
+        self.edge_ptr = torch.zeros(self.n + 1, dtype=torch.long)
+        self.edge_ptr[1:] = torch.cumsum(self.n_edges, 0)
+        self.x_cat, self.x_cont, self.edge_local = x_cat, x_cont, edge_local
+        return self
+
+    @staticmethod
+    def chain_edges(n_nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Graph-local path edges (0->1->...->n-1) of many chains at once: (edge_local, n_edges)."""
+        n_edges = torch.clamp(n_nodes - 1, min=0)
+        total = int(n_edges.sum())
+        seg_start = torch.repeat_interleave(torch.cumsum(n_edges, 0) - n_edges, n_edges)
+        src = torch.arange(total) - seg_start
+        return torch.stack([src, src + 1]), n_edges
+
     def __len__(self) -> int:
         return self.n
 

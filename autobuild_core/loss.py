@@ -46,4 +46,4 @@ def ranker_loss(pred: torch.Tensor, y: torch.Tensor, hop_norms: torch.Tensor, ra
     else:
         rank = torch.zeros((), dtype=pred.dtype)
     loss = mse + rank_weight * rank
-    return loss, {"loss": float(loss), "mse": float(mse), "rank_loss": float(rank)}
+    return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()), "rank_loss": float(rank.detach())}

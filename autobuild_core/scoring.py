@@ -21,10 +21,10 @@ from .graph import GraphSet
 
 
 @torch.no_grad()
-def exit_norms(model, graphs: Sequence, exit_nodes: np.ndarray, hops: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def exit_norms(model, graphs, exit_nodes: np.ndarray, hops: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """L1 norm of each graph's exit node at its hop (hops above the model's depth are clamped)."""
     model.eval()
-    gs = GraphSet(graphs)
+    gs = graphs if isinstance(graphs, GraphSet) else GraphSet(graphs)
     exit_nodes = torch.as_tensor(exit_nodes, dtype=torch.long)
     hops = torch.clamp(torch.as_tensor(hops, dtype=torch.long), max=model.num_hops - 1)
     out = []
@@ -38,17 +38,24 @@ def exit_norms(model, graphs: Sequence, exit_nodes: np.ndarray, hops: np.ndarray
     return torch.cat(out).numpy()
 
 
-def score_units(trained, space, globals: dict | None = None, units: Sequence[int] | None = None) -> pd.DataFrame:
+def score_units(trained, space, globals: dict | None = None, units: Sequence[int] | None = None, threads: int = 1) -> pd.DataFrame:
     """One row per unit configuration: unit, unit_name, depth, config (JSON), label, hop, norm,
-    score (target units) and rank (1 = best within its unit)."""
+    score (target units) and rank (1 = best within its unit). ``threads``: torch intra-op
+    threads while scoring (0 = leave torch's setting)."""
+    from .train import torch_threads
+
+    with torch_threads(threads):
+        return _score_units(trained, space, globals, units)
+
+
+def _score_units(trained, space, globals, units) -> pd.DataFrame:
     g = dict(space.default_globals())
     g.update(globals or {})
     frames = []
     for u in units if units is not None else range(len(space.units)):
         configs = space.unit_configs(u)
-        ugs = space.unit_graphs(u, configs, g)
-        hops = np.array([ug.hop for ug in ugs])
-        norms = exit_norms(trained.model, [ug.graph for ug in ugs], np.array([ug.exit_node for ug in ugs]), hops)
+        gs, exits, hops = space.unit_graph_set(u, configs, g)
+        norms = exit_norms(trained.model, gs, exits, hops)
         hops = np.minimum(hops, trained.num_hops - 1)
         hop_mean = np.array([trained.hop_moments[h][0] for h in hops])
         hop_std = np.array([trained.hop_moments[h][1] for h in hops])

@@ -47,6 +47,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     eval_every: int = 10
     device: str = "cpu"
+    threads: int = 1  # ranker graphs are tiny: one intra-op thread beats several (no spin-wait)
     progress: bool = False
 
     def __post_init__(self):
@@ -208,6 +209,20 @@ def _unit_moments(archs: Sequence, y: np.ndarray) -> dict:
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
 
 
+class torch_threads:
+    """Temporarily set torch's intra-op thread count (0 = leave as is)."""
+
+    def __init__(self, n: int):
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self):
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
 def train_ranker(
     space,
     archs: Sequence,
@@ -218,8 +233,12 @@ def train_ranker(
     meta: dict | None = None,
 ) -> TrainedRanker:
     """Fit a ranker on (architecture, target) pairs; deterministic on CPU for a given seed."""
-    ranker = ranker or RankerConfig()
     train = train or TrainConfig()
+    with torch_threads(train.threads):
+        return _train(space, archs, y, ranker or RankerConfig(), train, on_epoch, meta)
+
+
+def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, meta) -> TrainedRanker:
     y = np.asarray(y, dtype=np.float64)
     if len(archs) != len(y):
         raise ConfigError(f"train_ranker got {len(archs)} architectures but {len(y)} targets.")

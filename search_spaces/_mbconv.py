@@ -23,6 +23,8 @@ Conventions shared by both spaces (and documented for users in the concrete modu
 
 from __future__ import annotations
 
+import numpy as np
+
 import json
 import math
 from dataclasses import dataclass
@@ -341,6 +343,45 @@ class MBConvMacroSpace(SearchSpace):
         cfg = [self._layer(layer, f"unit {unit} layer {j}") for j, layer in enumerate(config)]
         graph = chain_graph(self.features, self._nodes(unit, cfg, r))
         return UnitGraph(graph, exit_node=len(cfg) - 1, hop=len(cfg) - 1)
+
+    def unit_graph_set(self, unit: int, configs: Sequence, globals: dict | None = None):
+        """Vectorised ``unit_graph`` for every configuration at once: the node rows of all chains
+        are produced as flat arrays, so scoring a whole space costs array operations rather than
+        tens of thousands of small graph objects (method.md §4: score in batches)."""
+        import torch
+
+        from autobuild_core.graph import GraphSet
+
+        g = dict(self.default_globals())
+        g.update(globals or {})
+        r = self._choice(g.get("r"), RESOLUTION_CHOICES, "r", "resolution")
+        feats = {f.name: f for f in self.features}
+        depths = np.fromiter((len(c) for c in configs), dtype=np.int64, count=len(configs))
+        bad = set(depths.tolist()) - set(self.units[unit].depths)
+        if bad:
+            raise self._err(f"unit {unit}: configuration depth(s) {sorted(bad)} not in {list(self.units[unit].depths)}")
+        layers = np.array([layer for c in configs for layer in c], dtype=np.int64).reshape(-1, 2)
+        e_lut = np.full(layers[:, 0].max() + 1, -1)
+        k_lut = np.full(layers[:, 1].max() + 1, -1)
+        for i, v in enumerate(feats["e"].values):
+            if v < len(e_lut):
+                e_lut[v] = i
+        for i, v in enumerate(feats["k"].values):
+            if v < len(k_lut):
+                k_lut[v] = i
+        e_idx, k_idx = e_lut[layers[:, 0]], k_lut[layers[:, 1]]
+        if (e_idx < 0).any() or (k_idx < 0).any():
+            raise self._err(f"unit {unit}: a configuration holds an expansion ratio or kernel size outside the space")
+        pos_by_depth = {int(d): [feats["layer"].index(p) for p in self._layout.positions(unit, int(d))] for d in np.unique(depths)}
+        layer_idx = np.concatenate([pos_by_depth[int(d)] for d in depths])
+        unit_idx = np.full(len(layers), feats["unit"].index(unit))
+        x_cat = torch.from_numpy(np.stack([unit_idx, layer_idx, e_idx, k_idx], 1))
+        # column order must follow the schema's categorical order: check it once
+        assert [f.name for f in self.features if f.is_categorical] == ["unit", "layer", "e", "k"]
+        x_cont = torch.full((len(layers), 1), float(r))
+        n_nodes = torch.from_numpy(depths)
+        edges, n_edges = GraphSet.chain_edges(n_nodes)
+        return GraphSet.from_flat(x_cat, x_cont, edges, n_nodes, n_edges), depths - 1, depths - 1
 
     # ---- real networks ---------------------------------------------------------------------
     def block_plan(self, arch: Arch) -> list[dict]:

@@ -111,6 +111,14 @@ class SearchSpace(ABC):
         (scoring every configuration of a space must take seconds, not minutes)."""
         return [self.unit_graph(unit, c, globals) for c in configs]
 
+    def unit_graph_set(self, unit: int, configs: Sequence[Config], globals: dict | None = None):
+        """(GraphSet, exit_nodes, hops) of many configurations: what scoring consumes. The default
+        collates ``unit_graphs``; spaces with thousands of configurations per unit override it."""
+        from autobuild_core.graph import GraphSet
+
+        ugs = self.unit_graphs(unit, configs, globals)
+        return GraphSet([u.graph for u in ugs]), np.array([u.exit_node for u in ugs]), np.array([u.hop for u in ugs])
+
     def format_config(self, unit: int, config: Config) -> str:
         """Short human-readable label of a unit configuration (used in score tables and plots)."""
         return "-".join("/".join(str(v) for v in layer) for layer in config)

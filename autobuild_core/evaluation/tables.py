@@ -299,6 +299,7 @@ class TableEvaluator(_LookupEvaluator):
                 continue
             exact[ek] = (w, m, arch)
         iso_dups = 0
+        self._rows = [(arch, m) for _, m, arch in exact.values()]
         if match == "exact":
             table = {k: m for k, (_, m, _) in exact.items()}
         else:
@@ -342,6 +343,11 @@ class TableEvaluator(_LookupEvaluator):
 
     def settings(self) -> dict:
         return {"space": self.space.name, "table_sha256": self._sha, "metrics": list(self.metrics), "match": self.match}
+
+    def items(self) -> list:
+        """Every distinct (Arch, metrics) row of the table, in file order: the labelled data set
+        that ranker benchmarks split into training and test architectures."""
+        return [(a, dict(m)) for a, m in self._rows]
 
     def lookup(self, arch) -> dict[str, float] | None:
         arch = to_arch(self.space, arch)
