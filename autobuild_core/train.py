@@ -271,7 +271,8 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
     if train.progress:
         from tqdm.auto import tqdm
 
-        epochs = tqdm(epochs, desc="train ranker", unit="epoch", leave=False)
+        # disable=None: a bar on terminals, silence in logs and CI (no carriage-return floods)
+        epochs = tqdm(epochs, desc="train ranker", unit="epoch", leave=False, disable=None)
     tr_t = torch.as_tensor(tr_idx)
     bs = train.batch_size
     for epoch in epochs:
