@@ -458,7 +458,7 @@ def evaluate_archs(
     if progress and todo:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc=f"evaluate {evaluator.name}", unit="arch", leave=False)
+        bar = tqdm(total=len(todo), desc=f"evaluate {evaluator.name}", unit="arch", leave=False, disable=None)
     try:
         for i in range(0, len(todo), bs):
             batch = todo[i:i + bs]
