@@ -180,7 +180,7 @@ def test_settings_and_budgets():
     # settings that do not change results leave the fingerprint alone; those that do change it
     same = TrainingEvaluator.from_budget("smoke", device="cpu", progress=True, timeout_s=5, trainings_per_gpu=3)
     assert same.fingerprint() == ev.fingerprint()
-    assert TrainingEvaluator.from_budget("smoke", device="cpu", epochs=2).fingerprint() != ev.fingerprint()
+    assert TrainingEvaluator.from_budget("smoke", device="cpu", epochs=BUDGETS["smoke"]["epochs"] + 1).fingerprint() != ev.fingerprint()
     assert TrainingEvaluator(**TrainingEvaluator.from_budget("smoke", device="cpu").config()).fingerprint() == ev.fingerprint()
     with pytest.raises(UnknownNameError, match="smoke"):
         TrainingEvaluator.from_budget("smok")
@@ -299,3 +299,22 @@ def test_imagefolder(tmp_path):
                 Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
     d = load_dataset(f"imagefolder:{tmp_path}", n_val=2)
     assert d.train_x.shape == (6, 3, 6, 6) and d.sizes()["test"] == 4 and d.classes == ["cat", "dog"]
+
+
+@needs_fmnist
+def test_bench_train_summary(tmp_path):
+    """`autobuild bench train` end to end in-process (one worker), JSON fields present."""
+    _space_or_skip("nb201")
+    import json
+
+    from autobuild_cli.main import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "train", "--space", "nb201", "--archs", "1", "--epochs", "1", "--n-train", "128", "--n-val", "64",
+               "--n-test", "64", "--resolution", "16", "--device", "cpu", "--threads", "1", "--no-latency", "--quiet", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    for k in ("archs_per_hour", "seconds_per_arch", "device", "val_acc", "test_acc", "n_archs", "settings"):
+        assert k in res
+    assert res["n_ok"] == 1 and res["device"].startswith("cpu") and res["settings"]["n_train"] == 128
+    assert set(res["test_acc"]) >= {"mean", "sd", "min", "max"}

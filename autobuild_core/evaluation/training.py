@@ -69,8 +69,8 @@ METRIC_UNITS = {
 
 # Budget presets. Noise figures are documented in docs/training.md where they were measured.
 BUDGETS: dict[str, dict[str, Any]] = {
-    # Seconds per architecture on a CPU core; for tests, pipelines end to end and quick looks.
-    "smoke": dict(epochs=1, n_train=1000, n_val=500, n_test=1000, batch_size=64, lr=2e-3, warmup_epochs=0, augment="none"),
+    # Tens of seconds per architecture on one CPU core; pipelines end to end and quick looks.
+    "smoke": dict(epochs=2, n_train=2000, n_val=1000, n_test=1000, batch_size=64, lr=5e-3, warmup_epochs=0, augment="none"),
     # A minute or so per architecture on one GPU share.
     "fast": dict(epochs=5, n_train=10000, n_val=5000, n_test=10000, batch_size=128, lr=2e-3, warmup_epochs=1, augment="flip_crop"),
     # Full training split; the proxy the ranker is meant to be trained on (noise measured on GPU).
@@ -304,6 +304,7 @@ class TrainingEvaluator(Evaluator):
         amp: str | bool = "auto",
         channels_last: str | bool = "auto",
         split_seed: int = 0,
+        bn_recalibration: int = 2000,
         latency: bool = True,
         device: str = "auto",
         trainings_per_gpu: int = 1,
@@ -325,6 +326,7 @@ class TrainingEvaluator(Evaluator):
         self.amp = {True: "auto", False: "off"}.get(amp, amp) if isinstance(amp, bool) else str(amp)
         self.channels_last = channels_last
         self.split_seed = int(split_seed)
+        self.bn_recalibration = int(bn_recalibration)
         self.latency = bool(latency)
         self.device = str(device)
         self.trainings_per_gpu = int(trainings_per_gpu)
@@ -398,6 +400,7 @@ class TrainingEvaluator(Evaluator):
             "resolution": self.resolution,
             "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[r.amp_dtype],
             "channels_last": r.channels_last,
+            "bn_recalibration": self.bn_recalibration,
             "device_type": r.dev.type,
             "latency": self.latency,
             # latency numbers are only comparable on the same hardware (and, on CPU, thread count)
@@ -408,7 +411,7 @@ class TrainingEvaluator(Evaluator):
     def config(self) -> dict:
         """All constructor arguments (results-changing or not), to rebuild this evaluator."""
         keys = ("dataset epochs n_train n_val n_test batch_size lr weight_decay optimizer momentum scheduler warmup_epochs "
-                "label_smoothing grad_clip augment resolution amp channels_last split_seed latency device trainings_per_gpu "
+                "label_smoothing grad_clip augment resolution amp channels_last split_seed bn_recalibration latency device trainings_per_gpu "
                 "timeout_s progress budget").split()
         out = {k: getattr(self, k) for k in keys if k != "batch_size"}
         out["batch_size"] = self.train_batch_size
@@ -557,6 +560,7 @@ class TrainingEvaluator(Evaluator):
         finally:
             bar.close()
 
+        self._recalibrate_bn(model, d.train_x, prep, bs)
         val_acc = self._accuracy(model, d.val_x, d.val_y, prep)
         test_acc = self._accuracy(model, d.test_x, d.test_y, prep)
         if not (math.isfinite(val_acc) and math.isfinite(test_acc)):
@@ -572,6 +576,36 @@ class TrainingEvaluator(Evaluator):
             for b in (1, 64):
                 metrics[f"latency_b{b}_ms"] = measure_latency(model, data.in_chans, res, b, dev, self._autocast, r.channels_last)
         return metrics
+
+    @torch.no_grad()
+    def _recalibrate_bn(self, model, x, prep, bs: int) -> None:
+        """Recompute batch-norm statistics as exact averages over training images.
+
+        After a short proxy training the running statistics (exponential averages with momentum
+        0.1 over few, rapidly changing steps) lag far behind the final weights, and evaluation in
+        eval mode then measures that lag rather than the architecture. OFA recalibrates its
+        subnets the same way before measuring them.
+        """
+        n = min(self.bn_recalibration, len(x))
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if n < 2 or not bns:
+            return
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: every batch weighs the same
+        model.train()
+        try:
+            for i in range(0, n - 1, bs):  # `n - 1`: never a batch of one image
+                j = min(i + bs, n)
+                if j - i < 2:
+                    break
+                with self._autocast():
+                    model(prep(x[i:j]))
+        finally:
+            for m, mom in zip(bns, saved):
+                m.momentum = mom
+            model.eval()
 
     @torch.no_grad()
     def _accuracy(self, model, x, y, prep, chunk: int = 1000) -> float:

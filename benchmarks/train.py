@@ -1,0 +1,238 @@
+"""``autobuild bench train``: how many architectures per hour the training evaluator gets through.
+
+The number that decides whether a training-labelled AutoBuild run is feasible is throughput on
+the user's own hardware, end to end: process start, dataset decode, training, evaluation, FLOP
+count and latency measurement. So this samples ``--archs`` architectures of a space, trains them
+with ``--workers`` processes exactly as a campaign would, and reports wall-clock architectures per
+hour next to the per-architecture times and the accuracy spread (a near-constant accuracy means
+the budget is too small to tell architectures apart).
+
+Workers are separate processes (``spawn``, so CUDA is safe): on CPU the cores are divided
+between them (``torch.set_num_threads``); on GPU worker ``i`` uses GPU ``i % n_gpus`` and
+``--trainings-per-gpu`` caps how many train on one GPU at the same time (the evaluator's
+cross-process slot locks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+_WORKER: dict = {}
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def _worker_init(threads: int, devices) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    _WORKER["device"] = devices.get() if devices is not None else None
+
+
+def _train_one(config: dict, space_name: str, arch, seed: int) -> dict:
+    """Runs in a worker: one architecture -> record dict (the evaluator is built once per worker)."""
+    from autobuild_core.evaluation.training import TrainingEvaluator
+    from search_spaces import get_space
+
+    cfg = dict(config)
+    if _WORKER.get("device"):
+        cfg["device"] = _WORKER["device"]
+    key = json.dumps(cfg, sort_keys=True, default=str)
+    ev = _WORKER.get(key)
+    if ev is None:
+        ev = _WORKER[key] = TrainingEvaluator(**cfg)
+    space = get_space(space_name)
+    rec = ev.evaluate(space, [arch], seed=seed)[0]
+    d = rec.to_dict()
+    d["worker_device"] = cfg.get("device")
+    return d
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "sd": None, "min": None, "max": None, "median": None}
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "median": statistics.median(values),
+    }
+
+
+def run_bench(space_name: str, evaluator_config: dict, n_archs: int = 8, workers: int = 1, seed: int = 0, progress: bool = True,
+              threads: int | None = None) -> dict:
+    """Train ``n_archs`` sampled architectures with ``workers`` processes; returns the summary."""
+    import torch
+
+    from autobuild_core.errors import ConfigError
+    from autobuild_core.evaluation.training import TrainingEvaluator, device_name, resolve_device
+    from search_spaces import get_space
+
+    if n_archs < 1 or workers < 1:
+        raise ConfigError(f"--archs and --workers must be >= 1 (got {n_archs}, {workers}).")
+    space = get_space(space_name)
+    main_ev = TrainingEvaluator(**evaluator_config)  # validates settings and the dataset name up front
+    main_ev.data()
+    dev = resolve_device(main_ev.device)
+    archs = [space.format(a) for a in space.sample(n_archs, seed=seed)]
+    workers = min(workers, n_archs)
+    threads = threads or max(1, _cpu_count() // workers)
+    if dev.type == "cpu":
+        devices = None
+    else:
+        n_gpu = torch.cuda.device_count()
+        devices = [f"cuda:{dev.index if dev.index is not None else i % n_gpu}" for i in range(workers)]
+
+    records: list[dict] = []
+    t0 = time.perf_counter()
+    if workers == 1:
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            ev = TrainingEvaluator(**{**evaluator_config, "progress": progress})
+            for i, a in enumerate(archs):
+                rec = ev.evaluate(space, [a], seed=seed)[0]
+                records.append({**rec.to_dict(), "worker_device": str(dev)})
+                if progress:
+                    _print_progress(i + 1, n_archs, records[-1])
+        finally:
+            torch.set_num_threads(old)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = mp.get_context("spawn")
+        q = None
+        if devices:
+            q = ctx.Queue()
+            for d in devices:
+                q.put(d)
+        cfg = {**evaluator_config, "progress": False}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, q)) as pool:
+            futs = [pool.submit(_train_one, cfg, space_name, a, seed) for a in archs]
+            for i, f in enumerate(as_completed(futs)):
+                records.append(f.result())
+                if progress:
+                    _print_progress(i + 1, n_archs, records[-1])
+    wall = time.perf_counter() - t0
+
+    ok = [r for r in records if r["status"] == "ok"]
+    per_arch = [r["seconds"] for r in records]
+    return {
+        "space": space_name,
+        "n_archs": n_archs,
+        "n_ok": len(ok),
+        "n_failed": len(records) - len(ok),
+        "failures": sorted({(r.get("error") or "").splitlines()[0] for r in records if r["status"] != "ok"}),
+        "workers": workers,
+        "threads_per_worker": threads,
+        "device": device_name(dev),
+        "wall_seconds": wall,
+        "archs_per_hour": n_archs / wall * 3600.0,
+        "seconds_per_arch": {"mean": statistics.fmean(per_arch), "median": statistics.median(per_arch)},
+        "train_seconds": _stats([r["metrics"]["train_seconds"] for r in ok]),
+        "val_acc": _stats([r["metrics"]["val_acc"] for r in ok]),
+        "test_acc": _stats([r["metrics"]["test_acc"] for r in ok]),
+        "latency_b1_ms": _stats([r["metrics"]["latency_b1_ms"] for r in ok if "latency_b1_ms" in r["metrics"]]),
+        "settings": main_ev.settings(),
+        "fingerprint": main_ev.fingerprint(),
+        "seed": seed,
+        "records": records,
+    }
+
+
+def _print_progress(done: int, total: int, rec: dict) -> None:
+    if rec["status"] == "ok":
+        m = rec["metrics"]
+        print(f"  [{done}/{total}] val {m['val_acc']:.2f}%  test {m['test_acc']:.2f}%  {rec['seconds']:.1f} s", flush=True)
+    else:
+        print(f"  [{done}/{total}] failed: {(rec.get('error') or '').splitlines()[0]}", flush=True)
+
+
+def summary_text(res: dict) -> str:
+    acc = res["test_acc"]
+    lines = [
+        f"bench train: {res['space']} on {res['settings']['dataset']}, {res['n_archs']} archs, {res['workers']} worker(s) x "
+        f"{res['threads_per_worker']} thread(s), {res['device']}",
+        f"  throughput       {res['archs_per_hour']:.1f} archs/hour (wall {res['wall_seconds']:.1f} s)",
+        f"  seconds/arch     mean {res['seconds_per_arch']['mean']:.2f}, median {res['seconds_per_arch']['median']:.2f} (per worker)",
+    ]
+    if acc["mean"] is not None:
+        lines.append(f"  test accuracy    mean {acc['mean']:.2f}%, sd {acc['sd']:.2f}, min {acc['min']:.2f}, max {acc['max']:.2f}")
+        v = res["val_acc"]
+        lines.append(f"  val accuracy     mean {v['mean']:.2f}%, sd {v['sd']:.2f}, min {v['min']:.2f}, max {v['max']:.2f}")
+    if res["n_failed"]:
+        lines.append(f"  failed           {res['n_failed']}: {'; '.join(res['failures'][:3])}")
+    s = res["settings"]
+    lines.append(f"  recipe           epochs {s['epochs']}, n_train {s['n_train']}, batch {s['batch_size']}, {s['optimizer']} lr {s['lr']}, "
+                 f"{s['precision']}, resolution {s['resolution'] or 'native'}")
+    return "\n".join(lines)
+
+
+def evaluator_config_from_args(args) -> dict:
+    from autobuild_core.evaluation.training import TrainingEvaluator
+
+    over = {
+        "dataset": args.dataset, "epochs": args.epochs, "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+        "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "resolution": args.resolution,
+        "device": args.device, "trainings_per_gpu": args.trainings_per_gpu, "timeout_s": args.timeout,
+    }
+    if args.no_latency:
+        over["latency"] = False
+    ev = TrainingEvaluator.from_budget(args.budget, **over)
+    return ev.config()
+
+
+def _resolution(v: str):
+    if v in ("arch", "native"):
+        return None if v == "native" else v
+    return int(v)
+
+
+def run(args) -> int:
+    cfg = evaluator_config_from_args(args)
+    res = run_bench(args.space, cfg, n_archs=args.archs, workers=args.workers, seed=args.seed, progress=not args.quiet,
+                    threads=args.threads)
+    print(summary_text(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+        print(f"  wrote {args.json}")
+    return 0 if res["n_ok"] else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train sampled architectures and report archs/hour and accuracy spread",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", required=True, help="search space (ofa_mbv3, nb201, ...)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | idx:PATH | imagefolder:PATH | cifar10:PATH")
+    p.add_argument("--budget", default="smoke", help="preset the other options override: smoke (default), fast, standard")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--n-train", type=int, help="training images (validation images are carved off separately)")
+    p.add_argument("--n-val", type=int)
+    p.add_argument("--n-test", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", help="any timm optimizer name (adamw, sgd, lamb, ...)")
+    p.add_argument("--resolution", type=_resolution, help="training resolution: an int, 'native' (dataset's own) or 'arch' (the arch's r)")
+    p.add_argument("--archs", type=int, default=8, help="architectures to train (default 8)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--trainings-per-gpu", type=int, default=1, help="trainings that may share one GPU at a time")
+    p.add_argument("--timeout", type=float, help="seconds of training after which an architecture is a failed record")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers; on a busy machine 1 is often faster)")
+    p.add_argument("--seed", type=int, default=0, help="sampling and training seed")
+    p.add_argument("--json", help="write the summary and every record here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
