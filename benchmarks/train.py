@@ -81,12 +81,13 @@ def run_bench(space_name: str, evaluator_config: dict, n_archs: int = 8, workers
     if n_archs < 1 or workers < 1:
         raise ConfigError(f"--archs and --workers must be >= 1 (got {n_archs}, {workers}).")
     space = get_space(space_name)
-    main_ev = TrainingEvaluator(**evaluator_config)  # validates settings and the dataset name up front
-    main_ev.data()
-    dev = resolve_device(main_ev.device)
-    archs = [space.format(a) for a in space.sample(n_archs, seed=seed)]
+    dev = resolve_device(evaluator_config.get("device", "auto"))
     workers = min(workers, n_archs)
     threads = threads or max(1, _cpu_count() // workers)
+    evaluator_config = {**evaluator_config, "threads": threads}  # CPU trainings use exactly this many
+    main_ev = TrainingEvaluator(**evaluator_config)  # validates settings and the dataset name up front
+    main_ev.data()
+    archs = [space.format(a) for a in space.sample(n_archs, seed=seed)]
     if dev.type == "cpu":
         devices = None
     else:
@@ -96,17 +97,12 @@ def run_bench(space_name: str, evaluator_config: dict, n_archs: int = 8, workers
     records: list[dict] = []
     t0 = time.perf_counter()
     if workers == 1:
-        old = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            ev = TrainingEvaluator(**{**evaluator_config, "progress": progress})
-            for i, a in enumerate(archs):
-                rec = ev.evaluate(space, [a], seed=seed)[0]
-                records.append({**rec.to_dict(), "worker_device": str(dev)})
-                if progress:
-                    _print_progress(i + 1, n_archs, records[-1])
-        finally:
-            torch.set_num_threads(old)
+        ev = TrainingEvaluator(**{**evaluator_config, "progress": progress})
+        for i, a in enumerate(archs):
+            rec = ev.evaluate(space, [a], seed=seed)[0]
+            records.append({**rec.to_dict(), "worker_device": str(dev)})
+            if progress:
+                _print_progress(i + 1, n_archs, records[-1])
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed

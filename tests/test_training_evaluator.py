@@ -182,6 +182,7 @@ def test_settings_and_budgets():
     assert same.fingerprint() == ev.fingerprint()
     assert TrainingEvaluator.from_budget("smoke", device="cpu", epochs=BUDGETS["smoke"]["epochs"] + 1).fingerprint() != ev.fingerprint()
     assert TrainingEvaluator(**TrainingEvaluator.from_budget("smoke", device="cpu").config()).fingerprint() == ev.fingerprint()
+    assert TrainingEvaluator.from_budget("smoke", device="cpu", threads=3).settings()["cpu_threads"] == 3
     with pytest.raises(UnknownNameError, match="smoke"):
         TrainingEvaluator.from_budget("smok")
     with pytest.raises(AutoBuildError, match="amp"):
@@ -229,6 +230,16 @@ def test_idx_folder_loader(tmp_path):
     assert torch.equal(d2.train_x[:20], d.train_x) and torch.equal(d2.val_x, d.val_x)
     z = d.normalize(d.train_x)
     assert z.dtype == torch.float32 and abs(float(z.mean())) < 0.5
+
+    # a moved copy is the same dataset; changed content is not
+    import shutil
+
+    from autobuild_core.evaluation.datasets import dataset_fingerprint
+
+    shutil.copytree(tmp_path, tmp_path.parent / (tmp_path.name + "_moved"))
+    fp = dataset_fingerprint(f"idx:{tmp_path}")
+    assert fp.startswith("idx:sha256=") and fp == dataset_fingerprint(f"idx:{tmp_path.parent / (tmp_path.name + '_moved')}")
+    assert TrainingEvaluator(dataset=f"idx:{tmp_path}", device="cpu").settings()["dataset"] == fp
 
     with pytest.raises(DatasetError, match="n_train=100"):
         load_dataset(f"idx:{tmp_path}", n_train=100, n_val=10)

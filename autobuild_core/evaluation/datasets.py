@@ -386,6 +386,25 @@ def _raw(spec: DatasetSpec):
     return x, y, tx, ty, classes
 
 
+@lru_cache(maxsize=16)
+def dataset_fingerprint(dataset: "str | DatasetSpec") -> str:
+    """What identifies a dataset in an evaluator's settings: the name for the packaged dataset,
+    a hash of the decoded content for path-based ones, so moving a folder keeps stored results
+    valid while different files under the same path do not."""
+    import hashlib
+
+    spec = parse_dataset(dataset)
+    if spec.kind == "fashion-mnist" and spec.path is None:
+        return "fashion-mnist"
+    h = hashlib.sha256()
+    for a in _raw(spec)[:4]:
+        if a is not None:
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    extra = f",image_size={spec.image_size}" if spec.image_size else ""
+    return f"{spec.kind}:sha256={h.hexdigest()[:16]}{extra}"
+
+
 def load_dataset(
     dataset: "str | DatasetSpec" = "fashion-mnist",
     n_train: int | None = None,
@@ -435,6 +454,6 @@ def load_dataset(
 
 
 __all__ = [
-    "DATASET_KINDS", "DatasetError", "DatasetSpec", "ImageData", "RestrictedUnpickler", "fashion_mnist_dir",
+    "DATASET_KINDS", "DatasetError", "DatasetSpec", "ImageData", "RestrictedUnpickler", "dataset_fingerprint", "fashion_mnist_dir",
     "find_idx_files", "load_dataset", "parse_dataset", "read_idx", "restricted_load",
 ]

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from autobuild_core.errors import ConfigError, UnknownNameError
 from autobuild_core.evaluation.base import EvalRecord, Evaluator, to_arch
-from autobuild_core.evaluation.datasets import ImageData, load_dataset, parse_dataset
+from autobuild_core.evaluation.datasets import ImageData, dataset_fingerprint, load_dataset, parse_dataset
 
 METRIC_UNITS = {
     "val_acc": "%",
@@ -308,6 +308,7 @@ class TrainingEvaluator(Evaluator):
         latency: bool = True,
         device: str = "auto",
         trainings_per_gpu: int = 1,
+        threads: int | None = None,
         timeout_s: float | None = None,
         progress: bool = True,
         budget: str | None = None,
@@ -330,6 +331,9 @@ class TrainingEvaluator(Evaluator):
         self.latency = bool(latency)
         self.device = str(device)
         self.trainings_per_gpu = int(trainings_per_gpu)
+        # Fixed at construction (and carried by config() to workers) so the fingerprint does not
+        # depend on which process computes it; used on CPU only.
+        self.threads = int(threads) if threads else torch.get_num_threads()
         self.timeout_s = None if timeout_s in (None, 0) else float(timeout_s)
         self.progress = bool(progress)
         self.budget = budget
@@ -381,7 +385,7 @@ class TrainingEvaluator(Evaluator):
     def settings(self) -> dict:
         r = self._r
         return {
-            "dataset": self.dataset,
+            "dataset": dataset_fingerprint(self.dataset),
             "epochs": self.epochs,
             "n_train": self.n_train,
             "n_val": self.n_val,
@@ -403,15 +407,16 @@ class TrainingEvaluator(Evaluator):
             "bn_recalibration": self.bn_recalibration,
             "device_type": r.dev.type,
             "latency": self.latency,
-            # latency numbers are only comparable on the same hardware (and, on CPU, thread count)
+            # latency numbers are only comparable on the same hardware
             **({"device_name": device_name(r.dev)} if self.latency else {}),
-            **({"cpu_threads": torch.get_num_threads()} if self.latency and r.dev.type == "cpu" else {}),
+            # on CPU the thread count changes reduction order (accuracy) and latency
+            **({"cpu_threads": self.threads} if r.dev.type == "cpu" else {}),
         }
 
     def config(self) -> dict:
         """All constructor arguments (results-changing or not), to rebuild this evaluator."""
         keys = ("dataset epochs n_train n_val n_test batch_size lr weight_decay optimizer momentum scheduler warmup_epochs "
-                "label_smoothing grad_clip augment resolution amp channels_last split_seed bn_recalibration latency device trainings_per_gpu "
+                "label_smoothing grad_clip augment resolution amp channels_last split_seed bn_recalibration latency device trainings_per_gpu threads "
                 "timeout_s progress budget").split()
         out = {k: getattr(self, k) for k in keys if k != "batch_size"}
         out["batch_size"] = self.train_batch_size
@@ -456,9 +461,12 @@ class TrainingEvaluator(Evaluator):
         """Train one architecture; returns metrics or raises :class:`TrainingFailed`."""
         data = data or self.data()
         dev = self._r.dev
+        old_threads = torch.get_num_threads()
         with gpu_slot(dev, self.trainings_per_gpu):
             failure = None
             try:
+                if dev.type == "cpu":
+                    torch.set_num_threads(self.threads)
                 return self._train(space, arch, seed, data, desc)
             except Exception as e:  # noqa: BLE001 - a per-architecture failure becomes a record
                 if isinstance(e, TrainingFailed):
@@ -467,6 +475,8 @@ class TrainingEvaluator(Evaluator):
                     failure = TrainingFailed("out of memory", transient=True)
                 else:
                     failure = TrainingFailed(f"{type(e).__name__}: {e}")
+            finally:
+                torch.set_num_threads(old_threads)
             # Outside the except block: the traceback (and the model/optimizer in its frames) is
             # gone, so the memory can really be returned before the next architecture.
             failure.__traceback__ = None
