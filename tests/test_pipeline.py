@@ -148,8 +148,6 @@ def _run_until(args: list[str], tmp_path: Path, out: Path, when: str) -> list[st
             if when == "evaluation" and _stored(db) > 0:
                 break
             if marker and seen.wait(0.05):
-                if when == "search":
-                    time.sleep(0.5)  # let a few trials finish
                 break
             time.sleep(0.02)
         assert proc.poll() is None, f"run ended before the {when} kill point:\n" + "".join(lines[-40:])
