@@ -253,7 +253,6 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
     if float(np.std(y)) == 0:
         raise ConfigError("All targets are identical: the ranker has nothing to rank. Check the target metric and the evaluations.")
 
-    torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
     perm = rng.permutation(len(archs))
     val_idx, tr_idx = perm[:n_val], perm[n_val:]
@@ -262,7 +261,12 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
     y_mean, y_std = float(y_tr.mean()), float(y_tr.std()) or 1.0
     y_t = torch.tensor((y - y_mean) / y_std, dtype=torch.float32)
 
-    model = Ranker(space.features, ranker)
+    # Private random streams: Prefect runs tasks in threads, and anything else drawing from
+    # torch's global generator meanwhile must not change this training run.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train.seed)
+        model = Ranker(space.features, ranker)
+    gen = torch.Generator().manual_seed(train.seed)
     device = torch.device(train.device)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
@@ -277,7 +281,7 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
     bs = train.batch_size
     for epoch in epochs:
         model.train()
-        order = tr_t[torch.randperm(len(tr_t))]
+        order = tr_t[torch.randperm(len(tr_t), generator=gen)]
         # fold a tiny remainder into the previous batch: batch norm and ranks need a few graphs
         cuts = list(range(0, len(order), bs))
         if len(cuts) > 1 and len(order) - cuts[-1] < max(4, bs // 4):

@@ -142,11 +142,11 @@ class _Layout:
 
 def _as_int(v: Any) -> int | None:
     """Integer value of ``v`` if it is an int or an integral float (tables often store 3.0)."""
-    if isinstance(v, bool):
+    if isinstance(v, (bool, np.bool_)):
         return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+    if isinstance(v, (int, np.integer)):  # numpy ints arrive from score and importance tables
+        return int(v)
+    if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer():
         return int(v)
     return None
 
