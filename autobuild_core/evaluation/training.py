@@ -18,9 +18,10 @@ Design choices, and why:
 - **What is in ``settings()``** (and therefore in the fingerprint that keys stored results):
   everything that changes a metric. That includes the *device type* and the resolved precision
   (bf16 autocast on CUDA, fp32 on CPU), because accuracies differ numerically between the two.
-  With ``latency=True`` (the default) it also includes the device *name* (GPU model or CPU model)
-  and, on CPU, the thread count: latency is a result, and it is only comparable on the same
-  hardware. Pass ``latency=False`` to share accuracy records between machines with different
+  With ``latency=True`` (the default) it also includes the device *name* (GPU model or CPU model):
+  latency is a result, and it is only comparable on the same hardware. On CPU the thread count
+  (fixed at construction, so every process computes the same fingerprint) is included as well,
+  because it changes both latency and the floating-point reduction order. Pass ``latency=False`` to share accuracy records between machines with different
   GPUs. It excludes the device index, the number of workers, ``trainings_per_gpu``,
   ``timeout_s`` and ``progress``, which change how fast results arrive but not what they are.
   (The contract allows only numeric metrics, so the device is recorded through the settings,
