@@ -20,6 +20,16 @@ pruned space only as large as the budget was often missing: the paper's unit sco
 configuration's exit-node norm, which can put the best configuration of a large unit outside a
 tight top-k. TPE edged out REA and score order in that comparison (docs/results.md).
 
+``--unit-scoring`` picks how unit configurations are ranked before pruning: ``paper`` (exit-node
+norm mapped to unit moments) or ``marginal`` (mean whole-architecture prediction over
+``--n-context`` paired contexts; autobuild_core/scoring.py). The default is the one that searched
+better on the tuning seeds 1000-1005 (6 repeats, budgets 50/100/200, never the reported seeds):
+``paper`` at seed fraction 0.5 and factor 4 averaged 94.16, ``marginal`` 94.09 (94.14 at seed
+fraction 0.3; 94.02 / 94.10 at factors 2 / 8). Marginal scores order whole unit menus far better
+(docs/results.md, interpretability), and gave the better pruned space at budget 50 (best cell
+94.05 vs 93.49), but not at 100 and 200, where the search only needs the best few
+configurations to be kept. 64 contexts: NB-201 has 155 configurations, so ~10k graphs, ~1 s.
+
 ``--objectives acc,latency:DEVICE`` switches to the Pareto variant: hypervolume of the found
 front divided by that of the table's true front, for AutoBuild (one ranker per objective, the
 union of each one's top-k per unit, NSGA-II in that pruned space) vs NSGA-II over the full space
@@ -155,6 +165,8 @@ class AutoBuildSettings:
     pruned_search: str = "tpe"
     n_build: int = 1
     gnn: str = "gatv2"
+    unit_scoring: str = "paper"  # chosen on tuning seeds 1000-1005 (see the module docstring)
+    n_context: int = 64
 
 
 def log_scaled_k(unit_sizes: Sequence[int], target_size: float) -> list[int]:
@@ -180,7 +192,7 @@ def _train_and_score(space, archs, y, settings: AutoBuildSettings, seed: int):
     from autobuild_core.train import TrainConfig, train_ranker
 
     trained = train_ranker(space, archs, y, RankerConfig(gnn=settings.gnn), TrainConfig(epochs=settings.epochs, lr=settings.lr, seed=seed))
-    scores = score_units(trained, space)
+    scores = score_units(trained, space, method=settings.unit_scoring, n_context=settings.n_context, seed=seed)
     imp = None
     if space.global_choices:
         from autobuild_core.importance import feature_importance
@@ -364,7 +376,8 @@ def run(args) -> int:
     if not 0 < args.seeds_fraction < 1:
         raise ConfigError(f"--seeds-fraction must lie strictly between 0 and 1, got {args.seeds_fraction}.")
     settings = AutoBuildSettings(seeds_fraction=args.seeds_fraction, epochs=args.epochs, lr=args.lr, prune_factor=args.prune_factor,
-                                 pruned_search=args.pruned_search, n_build=args.n_build, gnn=args.gnn)
+                                 pruned_search=args.pruned_search, n_build=args.n_build, gnn=args.gnn,
+                                 unit_scoring=args.unit_scoring, n_context=args.n_context)
     log = print if not args.quiet else (lambda s: None)
     log(f"bench search: {args.space} ({bench.label}), objective(s) {objective.names}, budgets {budgets}, {args.repeats} repeats, seeds {args.seed}..{args.seed + args.repeats - 1}")
     t0 = time.time()
@@ -409,6 +422,9 @@ def register(sub) -> None:
     p.add_argument("--prune-factor", type=float, default=4.0, help="pruned space size ~ factor x remaining budget")
     p.add_argument("--pruned-search", default="tpe", choices=["rea", "tpe", "random", "ordered"], help="search inside the pruned space")
     p.add_argument("--n-build", type=int, default=1, help="architectures autobuild-build evaluates (top by summed unit score)")
+    p.add_argument("--unit-scoring", default=AutoBuildSettings.unit_scoring, choices=["paper", "marginal"],
+                   help="how unit configurations are scored before pruning (default chosen on tuning seeds 1000+)")
+    p.add_argument("--n-context", type=int, default=AutoBuildSettings.n_context, help="contexts per configuration for --unit-scoring marginal")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny graphs: 1 is fastest)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--quiet", action="store_true")

@@ -1,0 +1,554 @@
+"""``autobuild bench all``: regenerate every published number, table and plot in one command.
+
+Why one command: a result that cannot be regenerated from a clean checkout is an anecdote. This
+runs the other bench modules' functions (search, studies, ranker, motifs, train) with the
+settings docs/results.md reports, writes each section's raw JSON and PNG plots into ``--out`` and
+the Markdown beside it (``--out docs/results`` -> ``docs/results.md``), every section with the
+exact command that produced it. Sections whose data is missing are kept as a one-line note, so a
+user without one table still gets the rest.
+
+Time. Timing sections (motifs, train throughput) run first and alone, so that their numbers are
+not disturbed; the rest are independent jobs spread over ``--jobs`` worker processes (default 2,
+one torch thread each: this project's reference machine has 2 cores), longest first. About
+25 minutes on the idle 2-core machine; ``--quick`` shrinks every budget and repeat count to check
+the plumbing in a minute or two (its numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .common import _clean
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+NB201 = "nb201/nb201_cifar10.csv"
+NB201_LAT = "nb201/nb201_latency_ms.csv"
+OFA = "ofa_mbv3_imagenet/ofa_mbv3_w10_top1.jsonl"
+SCORINGS = ("paper", "marginal")  # default first (chosen on tuning seeds 1000+, see docs/results.md)
+MO_DEVICES = ("2080ti_1", "pixel3")
+
+
+def _plan(quick: bool) -> dict:
+    if quick:
+        return {"budgets": [20, 30], "repeats": 1, "epochs": 5, "mo_budgets": [30], "mo_repeats": 1, "sizes": [50, 100], "st_repeats": 1,
+                "st_large": 1, "st_epochs": 5, "ablation_size": 60, "lr_sizes": [50], "ofa_epochs": 3, "ranker_repeats": 1, "ranker_epochs": 3,
+                "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1}
+    return {"budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 5,
+            "sizes": [50, 100, 200, 500, 1000, 2000], "st_repeats": 3, "st_large": 2, "st_epochs": 100, "ablation_size": 500,
+            "lr_sizes": [100, 1000], "ofa_epochs": 100, "ranker_repeats": 2, "ranker_epochs": 200, "ranker_train": 500, "ranker_test": 5000,
+            "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs (module-level so worker processes can import them)
+# ---------------------------------------------------------------------------------------------
+def _quiet_setup():
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def job_search_single(data: str, plan: dict) -> dict:
+    _quiet_setup()
+    from . import search as S
+
+    bench = S.load_bench("nb201", str(Path(data) / NB201), None, None)
+    objective = S.make_objective(bench, None, None)
+    out, log = None, (lambda s: None)
+    for i, scoring in enumerate(SCORINGS):
+        st = S.AutoBuildSettings(epochs=plan["epochs"], unit_scoring=scoring)
+        methods = ["autobuild", "autobuild-build"] + (["random", "rea", "tpe"] if i == 0 else [])
+        res = S.run_single(bench.space, objective, methods, plan["budgets"], plan["repeats"], 0, st, log)
+        res["methods"] = {(f"{m} ({scoring})" if m.startswith("autobuild") else m): v for m, v in res["methods"].items()}
+        if out is None:
+            out = res
+            out["settings"] = {scoring: {**st.__dict__}}
+        else:
+            out["methods"].update(res["methods"])
+            out["settings"][scoring] = {**st.__dict__}
+    out.update(space="nb201", table=NB201, budgets=plan["budgets"], repeats=plan["repeats"], seeds=list(range(plan["repeats"])))
+    return out
+
+
+def job_search_multi(data: str, plan: dict, device: str) -> dict:
+    _quiet_setup()
+    from . import search as S
+
+    bench = S.load_bench("nb201", str(Path(data) / NB201), str(Path(data) / NB201_LAT), None)
+    objective = S.make_objective(bench, None, f"acc,latency:{device}")
+    st = S.AutoBuildSettings(epochs=plan["epochs"])
+    out = S.run_multi(bench.space, objective, list(S.MULTI_METHODS), plan["mo_budgets"], plan["mo_repeats"], 0, st, lambda s: None)
+    out.update(objectives=objective.names, budgets=plan["mo_budgets"], repeats=plan["mo_repeats"], settings={**st.__dict__})
+    return out
+
+
+def job_studies(data: str, plan: dict, part: str) -> dict:
+    _quiet_setup()
+    from .studies import bench_studies
+
+    return bench_studies(str(Path(data) / NB201), str(Path(data) / OFA), [part], plan["sizes"], plan["st_repeats"], plan["st_large"],
+                         plan["st_epochs"], 1e-3, plan["ofa_epochs"], plan["ablation_size"], plan["lr_sizes"], log=lambda s: None)
+
+
+def job_ranker(data: str, plan: dict) -> dict:
+    _quiet_setup()
+    from .ranker import bench_ranker
+
+    res = bench_ranker("nb201", str(Path(data) / NB201), train_size=plan["ranker_train"], test_size=plan["ranker_test"],
+                       repeats=plan["ranker_repeats"], epochs=plan["ranker_epochs"], log=lambda s: None)
+    res.pop("per_repeat", None)
+    return res
+
+
+def job_motifs(plan: dict) -> dict:
+    """Scoring time of both methods, untrained ranker (cost does not depend on the weights)."""
+    _quiet_setup()
+    from autobuild_core.scoring import auto_n_context, score_units
+    from search_spaces import get_space
+
+    from .motifs import bench_motifs, untrained_ranker
+
+    out = {}
+    for name in plan["motif_spaces"]:
+        res = bench_motifs(name, repeats=plan["motif_repeats"], threads=1, log=lambda s: None)
+        space = get_space(name)
+        t0 = time.perf_counter()
+        score_units(untrained_ranker(space), space, method="marginal")
+        res["marginal_seconds"] = time.perf_counter() - t0
+        res["marginal_n_context"] = auto_n_context(sum(space.n_unit_configs()))
+        out[name] = res
+    return out
+
+
+def job_train(plan: dict) -> dict:
+    _quiet_setup()
+    from autobuild_core.evaluation.training import TrainingEvaluator
+
+    from .train import run_bench
+
+    cfg = TrainingEvaluator.from_budget("smoke", dataset="fashion-mnist", device="cpu").config()
+    res = run_bench("nb201", cfg, n_archs=plan["train_archs"], workers=1, seed=0, progress=False, threads=1)
+    res.pop("records", None)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown and plots
+# ---------------------------------------------------------------------------------------------
+def _f(x, nd=3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _how(cmd: str) -> str:
+    return f"*How produced:* `autobuild bench all --out docs/results` (section equivalent: `{cmd}`)."
+
+
+def md_search(res: dict, out: Path, quick: bool) -> str:
+    plt = _plt()
+    budgets = [str(b) for b in res["budgets"]]
+    lines = ["## Search at equal budget (NAS-Bench-201 CIFAR-10)", "",
+             _how(f"autobuild bench search --space nb201 --table ../shared/data/nb201/nb201_cifar10.csv --budgets {','.join(budgets)} "
+                  f"--repeats {res['repeats']} --seed 0 --unit-scoring marginal|paper --json docs/results/search_nb201.json"), "",
+             f"Optimum of the table {res['optimum']:.2f}. Mean ± std over {res['repeats']} repeats (seeds 0–{res['repeats'] - 1}) of the best "
+             "accuracy found, (regret), [evaluations used].", "",
+             "| method | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, cells in res["methods"].items():
+        row = [f"{_f(cells[b]['best_mean'], 2)} ± {_f(cells[b]['best_std'], 2)} ({_f(cells[b]['regret_mean'], 2)}) [{cells[b]['evaluations_used']:.0f}]"
+               for b in budgets]
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+        ax.errorbar([int(b) for b in budgets], [cells[b]["best_mean"] for b in budgets], yerr=[cells[b]["best_std"] for b in budgets],
+                    marker="o", capsize=3, label=m)
+    ax.axhline(res["optimum"], color="k", lw=0.8, ls="--", label="optimum")
+    ax.set_xlabel("evaluation budget"), ax.set_ylabel("best test accuracy (%)"), ax.set_title("NB-201 CIFAR-10 search")
+    ax.legend(fontsize=7)
+    fig.tight_layout(), fig.savefig(out / "search_nb201.png", dpi=110), plt.close(fig)
+    lines += ["", f"![search]({out.name}/search_nb201.png)", ""]
+    return "\n".join(lines)
+
+
+def md_tuning(tun: dict) -> str:
+    """Tuning runs (seeds 1000+) are not rerun by bench all (they would double its time): they come
+    from the ``bench search`` commands listed in the file, merged into search_tuning.json."""
+    budgets = [str(b) for b in tun["budgets"]]
+    lines = ["### How the AutoBuild settings were chosen (tuning seeds, never the reported ones)", "",
+             f"*How produced:* `{tun['command']}` for each row's settings, merged into `search_tuning.json` "
+             "(not rerun by `bench all`).", "",
+             f"Seeds {tun['seeds'][0]}–{tun['seeds'][-1]}, AutoBuild only; mean ± std of the best accuracy.", "",
+             "| unit scoring | seed fraction | prune factor | " + " | ".join(f"B={b}" for b in budgets) + " | mean |", "|---|---|---|" + "---|" * (len(budgets) + 1)]
+    for row in tun["rows"]:
+        cells = [f"{_f(row['cells'][b]['best_mean'], 3)} ± {_f(row['cells'][b]['best_std'], 2)}" for b in budgets]
+        lines.append(f"| {row['unit_scoring']} | {row['seeds_fraction']} | {row['prune_factor']} | " + " | ".join(cells)
+                     + f" | {_f(float(np.mean([row['cells'][b]['best_mean'] for b in budgets])), 3)} |")
+    if tun.get("pruned_best"):
+        lines += ["", "Best cell inside the pruned space (before any search), same tuning seeds, seed fraction 0.5, factor 4:", "",
+                  "| unit scoring | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        for sc, cells in tun["pruned_best"].items():
+            lines.append(f"| {sc} | " + " | ".join(_f(cells[b], 3) for b in budgets) + " |")
+    return "\n".join(lines + [""])
+
+
+def md_multi(results: dict, out: Path) -> str:
+    plt = _plt()
+    lines = ["## Multi-objective: accuracy vs latency (NAS-Bench-201)", ""]
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
+    for ax, (dev, res) in zip(axes[0], results.items()):
+        budgets = [str(b) for b in res["budgets"]]
+        lines += [_how(f"autobuild bench search --space nb201 --table ../shared/data/nb201/nb201_cifar10.csv --latency "
+                       f"../shared/data/nb201/nb201_latency_ms.csv --objectives acc,latency:{dev} --budgets {','.join(budgets)} "
+                       f"--repeats {res['repeats']} --seed 0"), "",
+                  f"{res['objectives']}: reference point {[round(x, 2) for x in res['reference_point']]}, true front {res['true_front_size']} points. "
+                  f"Hypervolume ratio to the true front, mean ± std over {res['repeats']} repeats.", "",
+                  "| method | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        for m, cells in res["methods"].items():
+            lines.append(f"| {m} | " + " | ".join(f"{_f(cells[b]['hv_ratio_mean'])} ± {_f(cells[b]['hv_ratio_std'])}" for b in budgets) + " |")
+            ax.errorbar([int(b) for b in budgets], [cells[b]["hv_ratio_mean"] for b in budgets], yerr=[cells[b]["hv_ratio_std"] for b in budgets],
+                        marker="o", capsize=3, label=m)
+        ax.set_title(f"accuracy vs latency ({dev})"), ax.set_xlabel("budget"), ax.set_ylabel("HV ratio"), ax.legend(fontsize=7)
+        lines.append("")
+    fig.tight_layout(), fig.savefig(out / "search_nb201_mo.png", dpi=110), plt.close(fig)
+    lines += [f"![multi-objective]({out.name}/search_nb201_mo.png)", ""]
+    return "\n".join(lines)
+
+
+def md_ranker(res: dict) -> str:
+    hops = ", ".join(_f(h) for h in res["hop_spearman"])
+    return "\n".join(["## Ranker at the paper's settings (NAS-Bench-201)", "",
+                      _how(f"autobuild bench ranker --space nb201 --table ../shared/data/nb201/nb201_cifar10.csv --train-size {res['n_train']} "
+                           f"--test-size {res['n_test']} --repeats {res['repeats']} --epochs {res['epochs']}"), "",
+                      f"lr {res['lr']:g}, {res['epochs']} epochs, {res['n_train']} training / {res['n_test']} test cells, {res['repeats']} repeats.", "",
+                      "| prediction Spearman | Kendall | hop 0..4 norm Spearman | ridge (one-hot) | s per training |", "|---|---|---|---|---|",
+                      f"| {_f(res['pred_spearman'])} ± {_f(res['pred_spearman_std'])} | {_f(res['pred_kendall'])} | {hops} | "
+                      f"{_f(res['baseline_ridge_spearman'])} | {_f(res['train_seconds'], 1)} |", ""])
+
+
+def md_size(res: dict, out: Path) -> str:
+    plt = _plt()
+    sz = res["size"]
+    sizes = list(sz)
+    st = res["settings"]
+    lines = ["## Ranker vs training-set size (NAS-Bench-201)", "",
+             _how(f"autobuild bench studies --parts size --sizes {','.join(sizes)} --repeats {st['repeats']} --large-repeats {st['large_repeats']} "
+                  f"--epochs {st['epochs']} --lr {st['lr']:g}"), "",
+             f"Training cells drawn at random (seed r for repeat r), 3,000 other cells as test set; {st['epochs']} epochs at lr {st['lr']:g} "
+             "(see the learning-rate table). Mean ± std over repeats.", "",
+             "| n train | repeats | prediction Spearman | final-hop norm Spearman | hop 0..4 | ridge | s per training |", "|---|---|---|---|---|---|---|"]
+    for n in sizes:
+        a = sz[n]
+        lines.append(f"| {n} | {a['repeats']} | {_f(a['pred_spearman'])} ± {_f(a['pred_spearman_std'])} | {_f(a['hop_spearman'][-1])} ± "
+                     f"{_f(a['hop_spearman_std'][-1])} | {', '.join(_f(h, 2) for h in a['hop_spearman'])} | {_f(a['ridge_spearman'])} | "
+                     f"{_f(a['train_seconds'], 1)} |")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    x = [int(n) for n in sizes]
+    ax = axes[0]
+    for key, label in (("pred_spearman", "ranker prediction"), ("ridge_spearman", "ridge one-hot")):
+        ax.errorbar(x, [sz[n][key] for n in sizes], yerr=[sz[n][key + "_std"] for n in sizes], marker="o", capsize=3, label=label)
+    for h in range(len(sz[sizes[0]]["hop_spearman"])):
+        ax.plot(x, [sz[n]["hop_spearman"][h] for n in sizes], ls=":", marker=".", label=f"hop {h} norm")
+    ax.set_xscale("log"), ax.set_xlabel("training cells"), ax.set_ylabel("Spearman on test cells"), ax.legend(fontsize=7)
+    ax.set_title("ranker vs training-set size")
+    ax = axes[1]
+    for method in ("paper", "marginal"):
+        for u in ("0", "1", "2"):
+            ys = [sz[n][f"units_{method}"][u]["spearman"][0] for n in sizes]
+            ax.plot(x, ys, marker="o" if method == "marginal" else "x", ls="-" if method == "marginal" else "--", label=f"{method} node{int(u) + 1}")
+    ax.set_xscale("log"), ax.set_xlabel("training cells"), ax.set_ylabel("Spearman vs ground-truth marginal"), ax.legend(fontsize=7)
+    ax.set_title("unit-configuration scores")
+    fig.tight_layout(), fig.savefig(out / "studies_size.png", dpi=110), plt.close(fig)
+    lines += ["", f"![size]({out.name}/studies_size.png)", "",
+              "### Interpretability against NAS-Bench-201 ground truth", "",
+              "For every ranker above: Spearman between each unit's configuration scores and the configurations' ground-truth marginals "
+              "(mean accuracy of all 15,625 cells containing the configuration), for the paper's scoring and the marginal scoring "
+              "(64 contexts) of the *same* rankers; in brackets the ground-truth rank of each method's top-1 configuration "
+              "(1 = truly best; mean over repeats). NB-201 units have one depth each (node j has j incoming edges), so 'within depth' "
+              "equals 'overall' here. Last column: Spearman between the FE-MLP's per-op scores and each op's marginal effect "
+              "(5 ops).", "",
+              "| n train | node1 paper | node1 marginal | node2 paper | node2 marginal | node3 paper | node3 marginal | op importance |",
+              "|---|---|---|---|---|---|---|---|"]
+    for n in sizes:
+        a = sz[n]
+        cells = []
+        for u in ("0", "1", "2"):
+            for method in ("paper", "marginal"):
+                c = a[f"units_{method}"][u]
+                cells.append(f"{_f(c['spearman'][0], 2)} ± {_f(c['spearman'][1], 2)} [{c['gt_rank_of_top1']:.1f}]")
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_f(a['op_importance_spearman'], 2)} ± {_f(a['op_importance_spearman_std'], 2)} |")
+    eff = res.get("nb201_op_effect", {})
+    if eff:
+        order = sorted(eff, key=lambda o: -eff[o])
+        lines += ["", "Ground-truth op effects (mean accuracy with the op on an edge, averaged over edges, minus the table mean): "
+                  + ", ".join(f"{o} {eff[o]:+.2f}" for o in order) + ".", ""]
+        first = sz[sizes[-1]]["runs"][0]["op_importance"]
+        lines += [f"FE-MLP op order of the first {sizes[-1]}-cell ranker: {' > '.join(first['fe_order'])} "
+                  "(the FE-MLP score is |scalar|, a magnitude: an op that *hurts* can score high).", ""]
+    return "\n".join(lines)
+
+
+def md_lr(res: dict) -> str:
+    lines = ["## Learning rate: the paper's 1e-4 vs 1e-3 (NAS-Bench-201)", "",
+             _how(f"autobuild bench studies --parts lr --lr-sizes {','.join(str(s) for s in res['settings']['lr_sizes'])} "
+                  f"--epochs {res['settings']['epochs']} --repeats {res['settings']['repeats']}"), "",
+             "| n train | lr | prediction Spearman | final-hop Spearman |", "|---|---|---|---|"]
+    for a in res["lr"].values():
+        lines.append(f"| {a['n_train']} | {a['lr']:g} | {_f(a['pred_spearman'])} ± {_f(a['pred_spearman_std'])} | {_f(a['hop_spearman'][-1])} |")
+    return "\n".join(lines + [""])
+
+
+def md_ablation(res: dict, out: Path) -> str:
+    plt = _plt()
+    ab = res["ablation"]
+    st = res["settings"]
+    lines = ["## Ablations (NAS-Bench-201)", "",
+             _how(f"autobuild bench studies --parts ablation --ablation-size {st['ablation_size']} --repeats {st['repeats']} --epochs {st['epochs']}"), "",
+             f"{st['ablation_size']} training cells, 3,000 test cells, {st['epochs']} epochs at lr {st['lr']:g}, mean ± std over {st['repeats']} repeats.", "",
+             "| variant | prediction Spearman | hop 0..4 norm Spearman (mean) | hop-4 std |", "|---|---|---|---|"]
+    for name, a in ab.items():
+        lines.append(f"| {name} | {_f(a['pred_spearman'])} ± {_f(a['pred_spearman_std'])} | {', '.join(_f(h, 2) for h in a['hop_spearman'])} | "
+                     f"{_f(a['hop_spearman_std'][-1], 3)} |")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(ab)
+    ax.bar(range(len(names)), [ab[n]["pred_spearman"] for n in names], yerr=[ab[n]["pred_spearman_std"] for n in names], capsize=3, label="prediction")
+    ax.plot(range(len(names)), [ab[n]["hop_spearman"][-1] for n in names], "ko", label="final-hop norm")
+    ax.set_xticks(range(len(names)), [n.split(" (")[0] for n in names], rotation=20, fontsize=8)
+    ax.set_ylabel("Spearman"), ax.legend(fontsize=8), ax.set_title("ablations")
+    fig.tight_layout(), fig.savefig(out / "studies_ablation.png", dpi=110), plt.close(fig)
+    return "\n".join(lines + ["", f"![ablation]({out.name}/studies_ablation.png)", ""])
+
+
+def md_ofa(res: dict, out: Path) -> str:
+    plt = _plt()
+    o = res["ofa"]
+    sp = o["split"]
+    lines = ["## OFA-MobileNetV3 on ImageNet", "",
+             _how(f"autobuild bench studies --parts ofa --ofa-epochs {res['settings']['ofa_epochs']} --repeats {res['settings']['repeats']}"), "",
+             f"{o['n_archs']} distinct subnets with measured top-1 (from evolutionary searches: clustered at 73.7–77.5 %). "
+             f"Ranker {sp['epochs']} epochs at lr {sp['lr']:g}.", "",
+             "| 90/10 split | prediction Spearman | hop 0..4 norm Spearman | ridge (one-hot) |", "|---|---|---|---|",
+             f"| {sp['n_train']} / {sp['n_test']}, {sp['repeats']} repeats | {_f(sp['pred_spearman'])} ± {_f(sp['pred_spearman_std'])} | "
+             f"{', '.join(_f(h, 2) for h in sp['hop_spearman'])} | {_f(sp['baseline_ridge_spearman'])} ± {_f(sp['baseline_ridge_spearman_std'])} |", "",
+             "Which expansion ratio e and kernel size k score highest, per unit (a ranker trained on all subnets; each value's score is "
+             "the mean score of the unit's configurations weighted by the share of their layers holding that value; 'data' is the same "
+             "average of measured top-1 over the subnets, biased by how the search sampled them):", "",
+             "| unit | paper: best e / best k | marginal: best e / best k | data: best e / best k | marginal top-1 configuration (e/k per layer) |",
+             "|---|---|---|---|---|"]
+    for u in range(len(o["methods"]["paper"]["per_unit"])):
+        p, m = o["methods"]["paper"]["per_unit"][u], o["methods"]["marginal"]["per_unit"][u]
+        d = o["data_value_means"][u]
+        de, dk = max(d["e"], key=d["e"].get), max(d["k"], key=d["k"].get)
+        lines.append(f"| {u} | {p['best_e']} / {p['best_k']} | {m['best_e']} / {m['best_k']} | {de} / {dk} | {m['top1_config']} |")
+    lines += ["", "Marginal per-value scores (predicted top-1 %, higher is better):", "",
+              "| unit | e=3 | e=4 | e=6 | k=3 | k=5 | k=7 |", "|---|---|---|---|---|---|---|"]
+    for u, m in enumerate(o["methods"]["marginal"]["per_unit"]):
+        ev, kv = m["values"]["e"], m["values"]["k"]
+        lines.append(f"| {u} | " + " | ".join(_f(ev[str(v)] if str(v) in ev else ev.get(v), 2) for v in (3, 4, 6)) + " | "
+                     + " | ".join(_f(kv[str(v)] if str(v) in kv else kv.get(v), 2) for v in (3, 5, 7)) + " |")
+    fe = [r for r in o["fe_mlp"] if r["feature"] in ("e", "k")]
+    lines += ["", "FE-MLP global read-out (|scalar| per value; one value per feature for the whole network, not per unit): "
+              + ", ".join(f"{r['feature']}={r['value']}: {r['score']:.3f}" for r in fe) + ".", "",
+              "The authors' check, both scorings (Spearman of the unit score of a subnet's unit-u configuration vs the subnet's top-1, "
+              "among subnets whose unit u has depth d; in-sample):", "",
+              "| unit | depth | n | paper | marginal |", "|---|---|---|---|---|"]
+    for a, b in zip(o["methods"]["paper"]["authors_check"], o["methods"]["marginal"]["authors_check"]):
+        lines.append(f"| {a['unit']} | {a['depth']} | {a['n']} | {_f(a['spearman'], 2)} | {_f(b['spearman'], 2)} |")
+    lines += ["", "Top-1 build vs its own top-5 pruned space (5^5 = 3,125 architectures at the best-scored resolution), ranked by "
+              "the same ranker's prediction (1 = the space's best by the predictor):", "",
+              "| scoring | rank of the build | predicted top-1 of the build | best predicted in the pruned space | scoring time (s) |", "|---|---|---|---|---|"]
+    for method in ("paper", "marginal"):
+        b = o["methods"][method]["build"]
+        lines.append(f"| {method} | {b['rank_in_pruned']} / {b['pruned_size']} | {_f(b['predicted_top1'], 2)} | {_f(b['pruned_pred_max'], 2)} | "
+                     f"{_f(o['methods'][method]['scoring_seconds'], 1)} |")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, (name, vals) in zip(axes, (("e", (3, 4, 6)), ("k", (3, 5, 7)))):
+        for v in vals:
+            ys = [m["values"][name].get(str(v), m["values"][name].get(v)) for m in o["methods"]["marginal"]["per_unit"]]
+            ax.plot(range(len(ys)), ys, marker="o", label=f"{name}={v}")
+        ax.set_xlabel("unit"), ax.set_ylabel("marginal score (pred. top-1 %)"), ax.legend(fontsize=8), ax.set_title(f"OFA-MBv3: {name} per unit")
+    fig.tight_layout(), fig.savefig(out / "studies_ofa_values.png", dpi=110), plt.close(fig)
+    return "\n".join(lines + ["", f"![ofa]({out.name}/studies_ofa_values.png)", ""])
+
+
+def md_motifs(res: dict) -> str:
+    lines = ["## Scoring every unit configuration (time, one CPU thread)", "",
+             _how("autobuild bench motifs --space nb201|ofa_mbv3 --threads 1"), "",
+             "| space | configurations | paper scoring (s) | marginal scoring (s) | marginal contexts |", "|---|---|---|---|---|"]
+    for name, r in res.items():
+        lines.append(f"| {name} | {r['n_configs']} | {_f(r['seconds'], 2)} | {_f(r['marginal_seconds'], 2)} | {r['marginal_n_context']} |")
+    return "\n".join(lines + ["", "The authors' code: about 70 s for OFA-MobileNetV3's 36,855 configurations on a 2-core CPU (method.md §6).", ""])
+
+
+def md_train(res: dict) -> str:
+    s = res["settings"]
+    acc = res["test_acc"]
+    return "\n".join(["## Training evaluator throughput (CPU, tiny budget)", "",
+                      _how(f"autobuild bench train --space nb201 --budget smoke --archs {res['n_archs']} --device cpu --threads 1"), "",
+                      "| space | dataset | archs | epochs | n_train | archs/hour | s per arch | test acc mean |", "|---|---|---|---|---|---|---|---|",
+                      f"| {res['space']} | {s['dataset']} | {res['n_archs']} | {s['epochs']} | {s['n_train']} | {_f(res['archs_per_hour'], 1)} | "
+                      f"{_f(res['seconds_per_arch']['mean'], 1)} | {_f(acc['mean'], 2)} |", ""])
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+JSON_NAMES = {"search": "search_nb201", "mo_2080ti_1": "search_nb201_mo_2080ti_1", "mo_pixel3": "search_nb201_mo_pixel3",
+              "size": "studies_size", "lr": "studies_lr", "ablation": "studies_ablation", "ofa": "studies_ofa", "ranker": "ranker_nb201",
+              "motifs": "motifs", "train": "train_cpu"}
+
+
+def _load_results(out: Path):
+    """Results of an earlier run, read back from its JSON files (``--render-only``)."""
+    results = {name: json.loads((out / f"{fname}.json").read_text()) for name, fname in JSON_NAMES.items() if (out / f"{fname}.json").is_file()}
+    meta = json.loads((out / "all_meta.json").read_text()) if (out / "all_meta.json").is_file() else {}
+    return results, meta.get("skipped", {}), float(meta.get("seconds", float("nan")))
+
+
+def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLike | None = None, jobs: int = 2, log=print,
+              render_only: bool = False) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path = out.with_suffix(".md")
+    data = Path(data or os.environ.get("AUTOBUILD_DATA_DIR") or DATA)
+    plan = _plan(quick)
+    have_nb = (data / NB201).is_file()
+    have_lat = (data / NB201_LAT).is_file()
+    have_ofa = (data / OFA).is_file()
+    t0 = time.perf_counter()
+    results: dict = {}
+    skipped: dict = {}
+
+    def timed(name, fn, *a):
+        ts = time.perf_counter()
+        r = fn(*a)
+        log(f"  {name} done in {time.perf_counter() - ts:.0f}s")
+        return r
+
+    if render_only:
+        results, skipped, total = _load_results(out)
+    else:
+        log("bench all: timing sections (alone)")
+        results["motifs"] = timed("motifs", job_motifs, plan)
+        try:
+            results["train"] = timed("train", job_train, plan)
+        except Exception as exc:  # a missing dataset must not cost the other sections
+            skipped["train"] = f"training evaluator unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+
+        tasks = []
+        if have_nb:
+            tasks += [("search", job_search_single, (str(data), plan)), ("size", job_studies, (str(data), plan, "size")),
+                      ("ablation", job_studies, (str(data), plan, "ablation")), ("lr", job_studies, (str(data), plan, "lr")),
+                      ("ranker", job_ranker, (str(data), plan))]
+            if have_lat:
+                tasks += [(f"mo_{d}", job_search_multi, (str(data), plan, d)) for d in MO_DEVICES]
+            else:
+                skipped["multi"] = f"latency table {data / NB201_LAT} not found"
+        else:
+            skipped["nb201"] = f"NAS-Bench-201 table {data / NB201} not found: search, ranker, size, lr and ablation sections skipped"
+        if have_ofa:
+            tasks.append(("ofa", job_studies, (str(data), plan, "ofa")))
+        else:
+            skipped["ofa"] = f"OFA-MobileNetV3 table {data / OFA} not found"
+        order = ["search", "size", "mo_2080ti_1", "mo_pixel3", "ablation", "ofa", "lr", "ranker"]  # longest first
+        tasks.sort(key=lambda t: order.index(t[0]))
+        log(f"bench all: {len(tasks)} jobs on {jobs} worker(s)")
+        if jobs > 1 and len(tasks) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+                futs = {pool.submit(fn, *a): (name, time.perf_counter()) for name, fn, a in tasks}
+                for f in as_completed(futs):
+                    name, ts = futs[f]
+                    results[name] = f.result()
+                    log(f"  {name} done ({time.perf_counter() - t0:.0f}s since start)")
+        else:
+            for name, fn, a in tasks:
+                results[name] = timed(name, fn, *a)
+    if not render_only:
+        total = time.perf_counter() - t0
+        for name, r in results.items():
+            (out / f"{JSON_NAMES.get(name, name)}.json").write_text(json.dumps(_clean(r), indent=1))
+        (out / "all_meta.json").write_text(json.dumps({"seconds": total, "jobs": jobs, "quick": quick, "skipped": skipped}, indent=1))
+    res = json.loads(json.dumps(_clean(results)))  # one JSON round trip: the Markdown reads what the files hold
+    parts = ["# Results", "",
+             f"Every number, table and plot on this page is produced by `autobuild bench all --out docs/results{' --quick' if quick else ''}` "
+             f"(this run: {total / 60:.1f} min, {jobs} worker process(es) × 1 torch thread) from the tables in `../shared/data`; raw numbers are "
+             "in `docs/results/*.json`. Reported searches use seeds 0–9; every setting that was tuned was tuned on separate seeds "
+             "(1000 and up)." + (" **Quick mode: tiny budgets, the numbers are only a plumbing check.**" if quick else ""), ""]
+    if skipped:
+        parts += ["Skipped sections:", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
+    if "search" in res:
+        parts.append(md_search(res["search"], out, quick))
+        parts.append(SEARCH_NOTES if not quick else "")
+        tuning = out / "search_tuning.json"
+        if tuning.is_file() and not quick:
+            parts.append(md_tuning(json.loads(tuning.read_text())))
+    note = (lambda key: NOTES.get(key, "")) if not quick else (lambda key: "")
+    mo = {d: res[f"mo_{d}"] for d in MO_DEVICES if f"mo_{d}" in res}
+    if mo:
+        parts += [md_multi(mo, out), note("multi")]
+    if "ranker" in res:
+        parts += [md_ranker(res["ranker"]), note("ranker")]
+    if "size" in res and "size" in res["size"]:
+        parts += [md_size(res["size"], out), note("size")]
+    if "lr" in res and "lr" in res["lr"]:
+        parts += [md_lr(res["lr"]), note("lr")]
+    if "ablation" in res and "ablation" in res["ablation"]:
+        parts += [md_ablation(res["ablation"], out), note("ablation")]
+    if "ofa" in res and "ofa" in res["ofa"]:
+        parts += [md_ofa(res["ofa"], out), note("ofa")]
+    parts.append(md_motifs(res["motifs"]))
+    if "train" in res:
+        parts.append(md_train(res["train"]))
+    md_path.write_text("\n".join(parts).rstrip() + "\n")
+    log(f"wrote {md_path} and {out}/ in {total:.0f}s")
+    return md_path
+
+
+# Hand-written interpretation of the full-run search numbers; kept next to the code that
+# regenerates them so that a rerun shows the text beside the numbers it talks about.
+SEARCH_NOTES = """Settings (see `benchmarks/search.py`): **autobuild (S)**: half the budget on stratified seed cells, ranker (GATv2, hidden 32)
+trained 100 epochs at lr 1e-3, unit configurations scored with S (`marginal`: mean prediction over 64 paired contexts;
+`paper`: exit-node norm mapped to unit moments), each unit pruned to `k_u = n_u^a` with the pruned space about 4× the remaining
+budget, Optuna TPE inside it with the seeds as prior trials. **autobuild-build (S)**: the seeds plus the top-1 build only.
+**random / rea / tpe**: as in `benchmarks/search.py`.
+"""
+
+
+NOTES: dict = {}
+
+
+def run(args) -> int:
+    bench_all(args.out, quick=args.quick, data=args.data, jobs=args.jobs, render_only=args.render_only)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("all", help="regenerate every results table and plot into docs/results.md", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="docs/results", help="folder for JSON and PNG; the Markdown goes to OUT.md")
+    p.add_argument("--quick", action="store_true", help="tiny budgets (1-2 minutes): a plumbing check, not results")
+    p.add_argument("--data", help="shared data folder (default ../shared/data beside the repository, or $AUTOBUILD_DATA_DIR)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes for the independent sections (default 2)")
+    p.add_argument("--render-only", action="store_true", help="rewrite the Markdown and plots from the JSON already in --out (no runs)")
+    p.set_defaults(func=run)

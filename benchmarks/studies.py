@@ -1,0 +1,415 @@
+"""``autobuild bench studies``: what the ranker learns, how much data it needs, and whether its
+scores mean anything when checked against ground truth that was not learned.
+
+Why these studies. A ranker is only useful if (a) it orders unseen architectures better than a
+one-hot ridge regression fitted on the same data, (b) it gets there with the tens-to-hundreds of
+evaluations a search can afford, and (c) its interpretable read-outs agree with the benchmark's
+own marginals: otherwise "interpretable knowledge" is a story, and pruning by it throws away the
+good part of the space. NAS-Bench-201 is exhaustively evaluated, so every marginal is known
+exactly: the mean accuracy of all 15,625 cells that contain a unit configuration, and each op's
+effect (mean accuracy of the cells that use it on an edge, averaged over the 6 edges, minus the
+table mean). Both unit-scoring methods (``paper`` and ``marginal``, autobuild_core/scoring.py) are
+checked on the same rankers, so differences are differences of the read-out alone.
+
+Parts (``--parts``):
+
+* ``size``: prediction and per-hop Spearman on 3,000 held-out NB-201 cells vs training-set size,
+  beside ridge, plus the unit-score and op-importance checks of every ranker trained (scores vs
+  data size). Fewer repeats for the large sizes (``--large-repeats``) to keep the run short.
+* ``lr``: the paper's lr 1e-4 against 1e-3 at the same epoch count, at a small and a large size:
+  the measurement behind using 1e-3 in the other parts (few graphs -> few optimiser steps).
+* ``ablation``: at 500 training cells: no ranking loss, GNN type, hidden size.
+* ``pruned`` (not part of the default set; run with ``--seed 1000 --repeats 6``, tuning seeds):
+  the best cell inside AutoBuild's pruned space before any search, per unit scoring.
+* ``ofa``: OFA-MobileNetV3 ImageNet subnets (723 distinct): 90/10-split prediction and hop
+  Spearman vs ridge (``benchmarks.ranker.bench_ranker``), then one ranker on all of them for the
+  read-outs: per unit, which expansion ratio and kernel size score highest (configuration scores
+  averaged per layer value; and the FE-MLP's global per-value scores), the authors' own check
+  (Spearman of unit score vs accuracy among subnets whose unit has a given depth; in-sample,
+  because 723 subnets cannot give per-configuration ground truth), and where the top-1 build
+  lands among the 5^5 = 3,125 architectures of its own top-5 pruned space by the same predictor.
+
+Tuning note: nothing here selects settings for the search benchmark; these are measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autobuild_core.errors import ConfigError
+
+from .common import labelled_table, mean_std, write_json
+
+DEFAULT_SIZES = (50, 100, 200, 500, 1000, 2000)
+ABLATIONS = {
+    "default (gatv2, hidden 32, rank loss)": {},
+    "no ranking loss": {"rank_weight": 0.0},
+    "graphconv": {"gnn": "graphconv"},
+    "gin": {"gnn": "gin"},
+    "hidden 16": {"hidden": 16},
+    "hidden 64": {"hidden": 64},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# NB-201 ground truth
+# ---------------------------------------------------------------------------------------------
+def _cfg_key(cfg) -> str:
+    """Same JSON as score_units' ``config`` column."""
+    return json.dumps([list(layer) for layer in cfg])
+
+
+class NB201Truth:
+    """The full table and its exact marginals."""
+
+    def __init__(self, table: str):
+        self.space, self.archs, metrics = labelled_table("nb201", table)
+        self.y = np.array([m["cifar10_test_acc"] for m in metrics], dtype=float)
+        self.unit_marginal: list[dict] = []
+        for u in range(len(self.space.units)):
+            sums: dict = {}
+            for a, v in zip(self.archs, self.y):
+                k = _cfg_key(a.units[u])
+                s = sums.setdefault(k, [0.0, 0])
+                s[0] += v
+                s[1] += 1
+            self.unit_marginal.append({k: s / n for k, (s, n) in sums.items()})
+        from search_spaces.nb201 import OPS
+
+        ops = np.array([self.space.edge_ops(a) for a in self.archs])  # [n, 6]
+        mean = float(self.y.mean())
+        self.op_effect = {op: float(np.mean([self.y[ops[:, e] == op].mean() for e in range(ops.shape[1])]) - mean) for op in OPS}
+
+
+def unit_score_checks(scores, truth: NB201Truth) -> list[dict]:
+    """Spearman of unit scores vs the ground-truth marginals, per unit, overall and per depth."""
+    from autobuild_core.metrics import spearman
+
+    rows = []
+    for u in sorted(scores["unit"].unique()):
+        sub = scores[scores["unit"] == u]
+        gt = np.array([truth.unit_marginal[u][c] for c in sub["config"]])
+        rows.append({"unit": int(u), "depth": "all", "n": int(len(sub)), "spearman": spearman(sub["score"].values, gt),
+                     "top1_is_best": bool(gt[int(np.argmax(sub["score"].values))] == gt.max()),
+                     "gt_rank_of_top1": int(1 + np.sum(gt > gt[int(np.argmax(sub["score"].values))]))})
+        depths = sorted(sub["depth"].unique())
+        if len(depths) > 1:
+            for d in depths:
+                m = (sub["depth"] == d).values
+                rows.append({"unit": int(u), "depth": int(d), "n": int(m.sum()), "spearman": spearman(sub["score"].values[m], gt[m])})
+    return rows
+
+
+def op_importance_check(trained, truth: NB201Truth) -> dict:
+    from autobuild_core.importance import feature_importance
+    from autobuild_core.metrics import spearman
+
+    imp = feature_importance(trained, truth.space)
+    sub = imp[(imp["feature"] == "op") & (imp["value"] != "-")]
+    ops = list(sub["value"])
+    eff = [truth.op_effect[o] for o in ops]
+    return {"spearman": spearman(sub["score"].values, eff), "fe_order": [o for _, o in sorted(zip(-sub["score"].values, ops))],
+            "truth_order": sorted(truth.op_effect, key=lambda o: -truth.op_effect[o]), "fe_scores": dict(zip(ops, sub["score"].astype(float)))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training + evaluation on NB-201
+# ---------------------------------------------------------------------------------------------
+def _split(n_total: int, n_train: int, n_test: int, seed: int):
+    perm = np.random.default_rng(seed).permutation(n_total)
+    return perm[:n_train], perm[n_train : n_train + n_test]
+
+
+def train_eval(truth: NB201Truth, n_train: int, seed: int, epochs: int, lr: float, n_test: int = 3000, rcfg: dict | None = None,
+               rank_weight: float = 1.0, scoring: bool = True, n_context: int = 64) -> dict:
+    from autobuild_core.baseline import ridge_spearman
+    from autobuild_core.metrics import rank_report
+    from autobuild_core.ranker import RankerConfig
+    from autobuild_core.scoring import score_units
+    from autobuild_core.train import TrainConfig, _graphs, train_ranker
+
+    tr, te = _split(len(truth.archs), n_train, n_test, seed)
+    tr_a, te_a = [truth.archs[i] for i in tr], [truth.archs[i] for i in te]
+    t0 = time.perf_counter()
+    trained = train_ranker(truth.space, tr_a, truth.y[tr], RankerConfig(**(rcfg or {})),
+                           TrainConfig(epochs=epochs, lr=lr, seed=seed, val_fraction=0.0, rank_weight=rank_weight))
+    train_s = time.perf_counter() - t0
+    pred, norms = trained._run(_graphs(truth.space, te_a))
+    rep = rank_report(pred, norms, truth.y[te])
+    out = {"n_train": n_train, "seed": seed, "train_seconds": train_s, "pred_spearman": rep["pred_spearman"],
+           "hop_spearman": rep["hop_spearman"], "ridge_spearman": ridge_spearman(truth.space, tr_a, truth.y[tr], te_a, truth.y[te])}
+    if scoring:
+        out["op_importance"] = op_importance_check(trained, truth)
+        for method in ("paper", "marginal"):
+            t1 = time.perf_counter()
+            sc = score_units(trained, truth.space, method=method, n_context=n_context, seed=seed)
+            out[f"units_{method}"] = unit_score_checks(sc, truth)
+            out[f"scoring_seconds_{method}"] = time.perf_counter() - t1
+    return out
+
+
+def _agg(runs: list[dict]) -> dict:
+    """Mean and std over repeats of every number the runs share."""
+    out = {"repeats": len(runs)}
+    for key in ("pred_spearman", "ridge_spearman", "train_seconds"):
+        out[key], out[key + "_std"] = mean_std([r[key] for r in runs])
+    hops = np.array([r["hop_spearman"] for r in runs], dtype=float)
+    out["hop_spearman"], out["hop_spearman_std"] = np.nanmean(hops, 0).tolist(), np.nanstd(hops, 0).tolist()
+    if "op_importance" in runs[0]:
+        out["op_importance_spearman"], out["op_importance_spearman_std"] = mean_std([r["op_importance"]["spearman"] for r in runs])
+        for method in ("paper", "marginal"):
+            rows = [row for r in runs for row in r[f"units_{method}"] if row["depth"] == "all"]
+            per_unit = {}
+            for row in rows:
+                per_unit.setdefault(row["unit"], []).append(row)
+            out[f"units_{method}"] = {u: {"spearman": mean_std([x["spearman"] for x in v]), "gt_rank_of_top1": float(np.mean([x["gt_rank_of_top1"] for x in v]))}
+                                      for u, v in sorted(per_unit.items())}
+    return out
+
+
+def size_study(truth, sizes, repeats, large_repeats, epochs, lr, seed, n_context, log) -> dict:
+    out = {}
+    for n in sizes:
+        reps = repeats if n < 1000 else large_repeats
+        runs = []
+        for r in range(reps):
+            runs.append(train_eval(truth, n, seed + r, epochs, lr, n_context=n_context))
+            x = runs[-1]
+            log(f"  size {n:5d} repeat {r}: pred {x['pred_spearman']:.3f}  hop {x['hop_spearman'][-1]:.3f}  ridge {x['ridge_spearman']:.3f}  "
+                f"node3 units paper {x['units_paper'][2]['spearman']:.2f} marginal {x['units_marginal'][2]['spearman']:.2f}  ({x['train_seconds']:.1f}s)")
+        out[str(n)] = {**_agg(runs), "runs": runs}
+    return out
+
+
+def lr_study(truth, sizes, repeats, epochs, seed, log) -> dict:
+    out = {}
+    for n in sizes:
+        for lr in (1e-4, 1e-3):
+            runs = [train_eval(truth, n, seed + r, epochs, lr, scoring=False) for r in range(repeats)]
+            out[f"{n}@{lr:g}"] = {"n_train": n, "lr": lr, **_agg(runs)}
+            log(f"  size {n:5d} lr {lr:g}: pred {out[f'{n}@{lr:g}']['pred_spearman']:.3f}")
+    return out
+
+
+def ablation_study(truth, n_train, repeats, epochs, lr, seed, log) -> dict:
+    out = {}
+    for name, over in ABLATIONS.items():
+        over = dict(over)
+        rw = over.pop("rank_weight", 1.0)
+        runs = [train_eval(truth, n_train, seed + r, epochs, lr, rcfg=over, rank_weight=rw, scoring=False) for r in range(repeats)]
+        out[name] = {"n_train": n_train, **_agg(runs)}
+        a = out[name]
+        log(f"  {name:38s}: pred {a['pred_spearman']:.3f} ± {a['pred_spearman_std']:.3f}  hops {', '.join(f'{h:.2f}' for h in a['hop_spearman'])}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# OFA-MobileNetV3 on ImageNet
+# ---------------------------------------------------------------------------------------------
+def _value_scores(scores, space, u: int) -> dict:
+    """Per layer value (e, k) of unit u: configuration scores averaged with weight = share of the
+    configuration's layers holding that value (what "k=7 in unit 3" is worth on average)."""
+    from autobuild_core.scoring import config_of
+
+    sub = scores[scores["unit"] == u]
+    cfgs = [config_of(c) for c in sub["config"]]
+    s = sub["score"].values
+    out = {}
+    for name, pos in (("e", 0), ("k", 1)):
+        vals = sorted({layer[pos] for c in cfgs for layer in c})
+        share = np.array([[sum(layer[pos] == v for layer in c) / len(c) for v in vals] for c in cfgs])
+        out[name] = {int(v): float((share[:, i] * s).sum() / share[:, i].sum()) for i, v in enumerate(vals)}
+    return out
+
+
+def _data_value_means(space, archs, y, u: int) -> dict:
+    """The same per-value average on the data (biased: the subnets come from evolutionary search)."""
+    out = {}
+    for name, pos in (("e", 0), ("k", 1)):
+        acc: dict = {}
+        for a, v in zip(archs, y):
+            cfg = a.units[u]
+            for layer in cfg:
+                w = acc.setdefault(int(layer[pos]), [0.0, 0.0])
+                w[0] += v / len(cfg)
+                w[1] += 1 / len(cfg)
+        out[name] = {k: s / n for k, (s, n) in sorted(acc.items())}
+    return out
+
+
+def ofa_study(table: str, repeats, epochs, lr, seed, n_context, log) -> dict:
+    from autobuild_core.build import build_arch, prune_space
+    from autobuild_core.importance import feature_importance
+    from autobuild_core.metrics import spearman
+    from autobuild_core.ranker import RankerConfig
+    from autobuild_core.scoring import score_units
+    from autobuild_core.train import TrainConfig, train_ranker
+
+    from .ranker import bench_ranker
+
+    space, archs, metrics = labelled_table("ofa_mbv3", table)
+    y = np.array([m["top1"] for m in metrics], dtype=float)
+    n_train = int(round(0.9 * len(archs)))
+    quiet = lambda s: None  # noqa: E731
+    split = bench_ranker("ofa_mbv3", table, target="top1", train_size=n_train, test_size=len(archs) - n_train, repeats=repeats,
+                         epochs=epochs, lr=lr, seed=seed, log=quiet)
+    split.pop("per_repeat", None)
+    log(f"  OFA 90/10: pred {split['pred_spearman']:.3f} ± {split['pred_spearman_std']:.3f}, hops {', '.join(f'{h:.2f}' for h in split['hop_spearman'])}, "
+        f"ridge {split['baseline_ridge_spearman']:.3f}")
+    trained = train_ranker(space, archs, y, RankerConfig(), TrainConfig(epochs=epochs, lr=lr, seed=seed, val_fraction=0.0))
+    imp = feature_importance(trained, space, archs)
+    # plain Python values: build_arch hands the best resolution to the space's validator
+    imp["value"] = pd.Series([v.item() if isinstance(v, np.generic) else v for v in imp["value"]], index=imp.index, dtype=object)
+    out = {"n_archs": len(archs), "split": split, "fe_mlp": imp[imp["feature"].isin(["e", "k", "r"])].to_dict("records"), "methods": {}}
+    for method in ("paper", "marginal"):
+        t0 = time.perf_counter()
+        sc = score_units(trained, space, method=method, n_context=n_context, seed=seed)
+        secs = time.perf_counter() - t0
+        res = {"scoring_seconds": secs, "per_unit": [], "authors_check": []}
+        for u in range(len(space.units)):
+            best = sc[(sc["unit"] == u) & (sc["rank"] == 1)].iloc[0]
+            vs = _value_scores(sc, space, u)
+            res["per_unit"].append({"unit": u, "top1_config": best["label"], "values": vs,
+                                    "best_e": max(vs["e"], key=vs["e"].get), "best_k": max(vs["k"], key=vs["k"].get)})
+            lookup = dict(zip(sc[sc["unit"] == u]["config"], sc[sc["unit"] == u]["score"]))
+            for d in space.units[u].depths:
+                idx = [i for i, a in enumerate(archs) if len(a.units[u]) == d]
+                s = [lookup[json.dumps([list(layer) for layer in archs[i].units[u]])] for i in idx]
+                res["authors_check"].append({"unit": u, "depth": d, "n": len(idx), "spearman": spearman(s, y[idx]) if len(idx) > 2 else float("nan")})
+        # where the top-1 build lands inside its own top-5 pruned space (best resolution only)
+        pruned = prune_space(space, sc, k=5, importance=imp, keep_globals="best")
+        cands = list(pruned.enumerate_by_score())
+        pred = trained.predict(cands)
+        built = build_arch(space, sc, imp)
+        pb = float(trained.predict([built])[0])
+        res["build"] = {"arch": space.format(built), "predicted_top1": pb, "pruned_size": len(cands),
+                        "rank_in_pruned": int(1 + np.sum(pred > pb + 1e-9)), "pruned_pred_max": float(pred.max())}
+        out["methods"][method] = res
+        log(f"  OFA {method}: scored in {secs:.1f}s; best e/k per unit "
+            f"{[(p['best_e'], p['best_k']) for p in res['per_unit']]}; build rank {res['build']['rank_in_pruned']}/{len(cands)}")
+    out["data_value_means"] = [_data_value_means(space, archs, y, u) for u in range(len(space.units))]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruned-space quality (search tuning diagnostic)
+# ---------------------------------------------------------------------------------------------
+def pruned_study(table: str, budgets=(50, 100, 200), seeds=range(1000, 1006), seeds_fraction: float = 0.5, prune_factor: float = 4.0,
+                 log=print) -> dict:
+    """Best table accuracy inside AutoBuild's pruned space, before any search, exactly as
+    ``bench search`` builds it (same seed set, ranker, k rule), for both unit scorings: the
+    ceiling the pruned-space search works under. Meant for tuning seeds (default 1000-1005)."""
+    from autobuild_core.build import prune_space
+
+    from . import search as S
+
+    bench = S.load_bench("nb201", table, None, None)
+    objective = S.make_objective(bench, None, None)
+    space = bench.space
+    out: dict = {"budgets": list(budgets), "seeds": list(seeds), "seeds_fraction": seeds_fraction, "prune_factor": prune_factor, "best": {}}
+    for b in budgets:
+        for seed in seeds:
+            n_seed = min(b, max(10, int(round(seeds_fraction * b))))
+            seed_set = S._seed_set(space, objective, n_seed, seed)
+            ok = [(a, v) for a, v in seed_set if v is not None]
+            for scoring in ("paper", "marginal"):
+                st = S.AutoBuildSettings(seeds_fraction=seeds_fraction, prune_factor=prune_factor, unit_scoring=scoring)
+                _, scores, imp = S._train_and_score(space, [a for a, _ in ok], [v[0] for _, v in ok], st, seed)
+                ks = S.log_scaled_k(space.n_unit_configs(), prune_factor * max(1, b - len(seed_set)))
+                vals = [v[0] for v in objective(list(prune_space(space, scores, k=ks, importance=imp).enumerate_by_score())) if v is not None]
+                out["best"].setdefault(scoring, {}).setdefault(str(b), []).append(max(vals))
+        log(f"  pruned-space best at budget {b}: " + ", ".join(f"{sc} {np.mean(v[str(b)]):.3f}" for sc, v in out["best"].items()))
+    out["mean"] = {sc: {b: float(np.mean(v)) for b, v in cells.items()} for sc, cells in out["best"].items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+def bench_studies(nb201_table: str | None, ofa_table: str | None, parts=("size", "lr", "ablation", "ofa"), sizes=DEFAULT_SIZES,
+                  repeats: int = 3, large_repeats: int = 2, epochs: int = 100, lr: float = 1e-3, ofa_epochs: int = 100,
+                  ablation_size: int = 500, lr_sizes=(100, 1000), n_context: int = 64, seed: int = 0, log=print) -> dict:
+    t0 = time.perf_counter()
+    out: dict = {"settings": {"parts": list(parts), "sizes": list(sizes), "repeats": repeats, "large_repeats": large_repeats, "epochs": epochs,
+                              "lr": lr, "ofa_epochs": ofa_epochs, "ablation_size": ablation_size, "lr_sizes": list(lr_sizes),
+                              "n_context": n_context, "seed": seed}, "skipped": {}}
+    nb_parts = [p for p in parts if p in ("size", "lr", "ablation")]
+    if nb_parts:
+        if not nb201_table or not Path(nb201_table).is_file():
+            for p in nb_parts:
+                out["skipped"][p] = f"NAS-Bench-201 table not found: {nb201_table}"
+        else:
+            truth = NB201Truth(nb201_table)
+            out["nb201_op_effect"] = truth.op_effect
+            if "size" in parts:
+                log("studies: training-set size (NB-201)")
+                out["size"] = size_study(truth, sizes, repeats, large_repeats, epochs, lr, seed, n_context, log)
+            if "lr" in parts:
+                log("studies: learning rate (NB-201)")
+                out["lr"] = lr_study(truth, lr_sizes, repeats, epochs, seed, log)
+            if "ablation" in parts:
+                log("studies: ablations (NB-201)")
+                out["ablation"] = ablation_study(truth, ablation_size, repeats, epochs, lr, seed, log)
+    if "pruned" in parts:
+        if not nb201_table or not Path(nb201_table).is_file():
+            out["skipped"]["pruned"] = f"NAS-Bench-201 table not found: {nb201_table}"
+        else:
+            log("studies: pruned-space quality (NB-201, tuning seeds from --seed)")
+            out["pruned"] = pruned_study(nb201_table, seeds=range(seed, seed + repeats), log=log)
+    if "ofa" in parts:
+        if not ofa_table or not Path(ofa_table).is_file():
+            out["skipped"]["ofa"] = f"OFA-MobileNetV3 table not found: {ofa_table}"
+        else:
+            log("studies: OFA-MobileNetV3 ImageNet")
+            out["ofa"] = ofa_study(ofa_table, repeats, ofa_epochs, lr, seed, None, log)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def run(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    bad = set(parts) - {"size", "lr", "ablation", "ofa", "pruned"}
+    if bad:
+        raise ConfigError(f"unknown --parts {sorted(bad)}; choose from size, lr, ablation, ofa, pruned.")
+    res = bench_studies(args.table, args.ofa_table, parts, _ints(args.sizes), args.repeats, args.large_repeats, args.epochs, args.lr,
+                        args.ofa_epochs, args.ablation_size, _ints(args.lr_sizes), args.n_context, args.seed)
+    for p, why in res["skipped"].items():
+        print(f"skipped {p}: {why}")
+    print(f"studies done in {res['seconds']:.0f}s")
+    write_json(args.json, res)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("studies", help="ranker vs data size, ablations, interpretability checks against ground truth",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", default="../shared/data/nb201/nb201_cifar10.csv", help="NAS-Bench-201 CIFAR-10 CSV")
+    p.add_argument("--ofa-table", default="../shared/data/ofa_mbv3_imagenet/ofa_mbv3_w10_top1.jsonl")
+    p.add_argument("--parts", default="size,lr,ablation,ofa")
+    p.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--large-repeats", type=int, default=2, help="repeats for training sets of 1,000 or more")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (the lr part measures 1e-4 vs 1e-3)")
+    p.add_argument("--ofa-epochs", type=int, default=100)
+    p.add_argument("--ablation-size", type=int, default=500)
+    p.add_argument("--lr-sizes", default="100,1000")
+    p.add_argument("--n-context", type=int, default=64, help="contexts for marginal unit scoring on NB-201")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json")
+    p.set_defaults(func=run)

@@ -1,0 +1,44 @@
+"""``autobuild bench all --quick`` end to end: every section's Markdown, JSON and PNG appear and
+hold numbers (the numbers themselves are meaningless at quick budgets)."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import pytest
+
+
+def test_bench_all_quick(shared_dir, tmp_path):
+    data = shared_dir / "data"
+    if not (data / "nb201" / "nb201_cifar10.csv").is_file():
+        pytest.skip("NAS-Bench-201 table missing")
+    from autobuild_cli.main import main
+
+    out = tmp_path / "results"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["bench", "all", "--out", str(out), "--quick", "--data", str(data)])
+    assert rc == 0
+    md = (tmp_path / "results.md").read_text()
+    for heading in ("## Search at equal budget", "## Ranker vs training-set size", "## Ablations", "## Learning rate",
+                    "## Scoring every unit configuration", "### Interpretability against NAS-Bench-201 ground truth"):
+        assert heading in md, heading
+    assert md.count("*How produced:*") >= 6
+    for method in ("autobuild (marginal)", "autobuild (paper)", "random", "rea", "tpe"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {method} |"))
+        assert re.search(r"\d+\.\d\d ± \d+\.\d\d", row), row
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert {"search_nb201.png", "studies_size.png", "studies_ablation.png"} <= set(pngs), pngs
+    for p in out.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+        assert f"({out.name}/{p.name})" in md  # every plot is linked from the page
+    search = json.loads((out / "search_nb201.json").read_text())
+    assert search["optimum"] == pytest.approx(94.3733, abs=1e-3)
+    assert search["methods"]["autobuild (marginal)"]["20"]["evaluations_used"] <= 20
+    if (data / "ofa_mbv3_imagenet" / "ofa_mbv3_w10_top1.jsonl").is_file():
+        assert "## OFA-MobileNetV3 on ImageNet" in md
+        assert (out / "studies_ofa_values.png").is_file()
+    else:
+        assert "OFA-MobileNetV3 table" in md  # the skip note
