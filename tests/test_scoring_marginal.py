@@ -110,3 +110,22 @@ def test_marginal_on_macro_space_matches_predict_and_bad_method():
         assert row.score == pytest.approx(float(np.mean(trained.predict(archs))), abs=1e-5)
     with pytest.raises(ConfigError):
         score_units(trained, space, method="nope")
+
+
+def test_templates_reproduce_to_graph_including_dropped_edges():
+    """NB-201's 'none' op drops its op node's input edge: templates must add/drop edges per layer."""
+    import torch
+
+    from autobuild_core.scoring import _edge_set, _Template
+
+    space = get_space("nb201")
+    for context in space.sample(3, seed=9):
+        for u in range(len(space.units)):
+            configs = space.unit_configs(u)
+            menu = {layer: i for i, layer in enumerate(space.units[u].layer_choices)}
+            idx = torch.tensor([[menu[layer] for layer in c] for c in configs])
+            gs = _Template.build(space, context, u, u + 1).graph_set(idx)
+            for i, cfg in enumerate(configs):
+                ref = space.to_graph(space.assemble([cfg if v == u else context.units[v] for v in range(3)]))
+                b = gs.batch([i])
+                assert torch.equal(b.x_cat, ref.x_cat) and _edge_set(b.edge_index) == _edge_set(ref.edge_index)
