@@ -222,15 +222,7 @@ class SpaceDomain(Domain):
                     return None
                 if slots[j] is not None:
                     idx[slots[j]] = choices.index(layer)
-        gd = arch.global_dict
-        if set(gd) != {name for name, _, _ in self._globals}:
-            return None
-        for name, dim, values in self._globals:
-            if gd[name] not in values:
-                return None
-            if dim is not None:
-                idx[dim] = values.index(gd[name])
-        return tuple(idx)
+        return _encode_globals(arch, self._globals, idx)
 
     def _all_archs(self) -> Iterator[Arch]:
         unit_cfgs = [list(spec.configs()) for spec in self.space.units]
@@ -292,19 +284,24 @@ class PrunedDomain(Domain):
                 return None
             if d is not None:
                 idx[d] = i
-        gd = arch.global_dict
-        if set(gd) != {name for name, _, _ in self._globals}:
-            return None
-        for name, dim, values in self._globals:
-            if gd[name] not in values:
-                return None
-            if dim is not None:
-                idx[dim] = values.index(gd[name])
-        return tuple(idx)
+        return _encode_globals(arch, self._globals, idx)
 
     def _all_archs(self) -> Iterator[Arch]:
         for idx in itertools.product(*(range(d.size) for d in self.dims)):
             yield self.decode(idx)
+
+
+def _encode_globals(arch: Arch, globals_spec, idx: list) -> tuple | None:
+    """Fill the global-choice dimensions of ``idx``; None when the arch's globals do not fit."""
+    gd = arch.global_dict
+    if set(gd) != {name for name, _, _ in globals_spec}:
+        return None
+    for name, dim, values in globals_spec:
+        if gd[name] not in values:
+            return None
+        if dim is not None:
+            idx[dim] = values.index(gd[name])
+    return tuple(idx)
 
 
 def as_domain(obj, key: Callable[[Arch], Hashable] | None = None) -> Domain:
