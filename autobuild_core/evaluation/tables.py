@@ -40,7 +40,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from autobuild_core.errors import ConfigError, EncodingError, TableError
+from autobuild_core.errors import ConfigError, EncodingError, TableError, UnknownNameError
 
 from .base import EvalRecord, Evaluator, canonical_json, exact_key, guess_unit, space_of, to_arch
 
@@ -483,6 +483,12 @@ class NASBenchGraphEvaluator(_LookupEvaluator):
     version = "1"
 
     def __init__(self, dataset: str = "cora"):
+        from search_spaces.nasbench_graph import DATASETS
+
+        # Checked here, not on first lookup: a misspelt dataset would otherwise surface as one
+        # definitive "failed" record per architecture instead of one error naming the setting.
+        if str(dataset).lower() not in DATASETS:
+            raise UnknownNameError("NAS-Bench-Graph dataset", str(dataset), DATASETS)
         self.dataset = str(dataset)
         self.path = Path(f"nas_bench_graph:{self.dataset}")
         self._table = None
