@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
 
 # Top-level command modules, and the modules of the `bench` group.
 COMMAND_MODULES = [
@@ -37,7 +39,9 @@ def _import_optional(name: str):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(bench_commands: bool = True) -> argparse.ArgumentParser:
+    """The full parser; ``bench_commands=False`` skips importing the benchmark modules (some import
+    torch or pandas at module level, seconds of start-up that only `autobuild bench` needs)."""
     parser = argparse.ArgumentParser(prog="autobuild", description="AutoBuild: interpretable module scores for neural architecture search.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
             mod.register(sub)
     bench = sub.add_parser("bench", help="benchmarks: print a summary and write JSON with --json")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    for name in BENCH_MODULES:
+    for name in BENCH_MODULES if bench_commands else []:
         mod = _import_optional(name)
         if mod is not None:
             mod.register(bench_sub)
@@ -70,12 +74,39 @@ def format_error(exc: BaseException) -> str:
     return str(exc)
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Drops the traceback Prefect's engine logs for a flow or task that raised a user-fixable
+    error: the CLI prints that error as one paragraph, and a traceback above it would bury the
+    message and suggest a bug. The log line itself (with the message) is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from autobuild_core.errors import AutoBuildError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, AutoBuildError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    """Without --debug: no tracebacks for user errors from Prefect's loggers, and no dependency
+    deprecation warnings (torch_geometric's use of torch.jit.script) that a user cannot act on."""
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in log.filters):  # main() may run repeatedly in-process
+            log.addFilter(_NoTracebackForUserErrors())
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(bench_commands="bench" in argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not args.debug:
+        _quiet_user_errors()
     from autobuild_core.errors import AutoBuildError
 
     user_errors: tuple = (AutoBuildError, FileNotFoundError)
