@@ -91,6 +91,9 @@ def cmd_run(args) -> int:
     out = Path(args.out or Path("runs") / cfg.name)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory.")
+    from tasks.preflight import preflight
+
+    preflight(cfg, out)  # names, paths, expressions, stored artefacts: fail before anything is written
     check_prefect_api()
     if cfg.tracking.enabled and cfg.tracking.tracking_uri:
         from flows.tracking import check_reachable

@@ -137,9 +137,12 @@ def autobuild(config: RunConfig, run_dir: str = "runs/autobuild") -> dict:
     """AutoBuild end to end; returns the summary (also written to ``<run_dir>/summary.json``)."""
     from autobuild_core.target import compile_target
 
+    from tasks.preflight import preflight
+
     cfg = config
     logger = get_run_logger()
     rd = Path(run_dir).resolve()
+    preflight(cfg, rd)  # API-triggered runs skip the CLI's check; still fail before writing anything
     rd.mkdir(parents=True, exist_ok=True)
     (rd / "config.json").write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
     times: dict[str, float] = {}
