@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -38,11 +39,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _http(method: str, url: str, body: dict | None = None, timeout: float = 15) -> dict:
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 15, attempts: int = 12) -> dict:
+    """JSON request to the local server. A Prefect server on SQLite answers 503 while its database
+    is busy (a worker and the deploy writing at once on a loaded 2-core machine): such answers are
+    retried with a pause, as a client of a real deployment would, and anything else fails at once."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback server started here
-        return json.loads(r.read() or b"null")
+    for attempt in range(attempts):
+        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback server started here
+                return json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            if e.code not in (502, 503, 504) or attempt == attempts - 1:
+                raise
+            time.sleep(2.0 + attempt)
 
 
 def _wait(pred, timeout: float, what: str, procs=()):
