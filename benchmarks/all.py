@@ -203,8 +203,11 @@ def md_tuning(tun: dict) -> str:
         cells = [f"{_f(row['cells'][b]['best_mean'], 3)} ± {_f(row['cells'][b]['best_std'], 2)}" for b in budgets]
         lines.append(f"| {row['unit_scoring']} | {row['seeds_fraction']} | {row['prune_factor']} | " + " | ".join(cells)
                      + f" | {_f(float(np.mean([row['cells'][b]['best_mean'] for b in budgets])), 3)} |")
+    if tun.get("code_note"):
+        lines += ["", f"Code versions: {tun['code_note']}."]
     if tun.get("pruned_best"):
-        lines += ["", "Best cell inside the pruned space (before any search), same tuning seeds, seed fraction 0.5, factor 4:", "",
+        lines += ["", "Best cell inside the pruned space (before any search), same tuning seeds, seed fraction 0.5, factor 4 "
+                  f"(`{tun.get('pruned_command', '')}`):", "",
                   "| unit scoring | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
         for sc, cells in tun["pruned_best"].items():
             lines.append(f"| {sc} | " + " | ".join(_f(cells[b], 3) for b in budgets) + " |")
@@ -413,7 +416,7 @@ def md_train(res: dict) -> str:
 # Driver
 # ---------------------------------------------------------------------------------------------
 JSON_NAMES = {"search": "search_nb201", "mo_2080ti_1": "search_nb201_mo_2080ti_1", "mo_pixel3": "search_nb201_mo_pixel3",
-              "size": "studies_size", "lr": "studies_lr", "ablation": "studies_ablation", "ofa": "studies_ofa", "ranker": "ranker_nb201",
+              "size": "studies_size", "lr": "studies_lr", "ablation": "studies_ablation", "ofa": "studies_ofa", "ranker": "ranker_nb201_paper_settings",
               "motifs": "motifs", "train": "train_cpu"}
 
 
@@ -494,17 +497,18 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
     parts = ["# Results", "",
              f"Every number, table and plot on this page is produced by `autobuild bench all --out docs/results{' --quick' if quick else ''}` "
              f"(this run: {total / 60:.1f} min, {jobs} worker process(es) × 1 torch thread) from the tables in `../shared/data`; raw numbers are "
-             "in `docs/results/*.json`. Reported searches use seeds 0–9; every setting that was tuned was tuned on separate seeds "
-             "(1000 and up)." + (" **Quick mode: tiny budgets, the numbers are only a plumbing check.**" if quick else ""), ""]
+             "in `docs/results/*.json`. The one exception is the search-tuning table, whose own commands are given with it. Reported "
+             "searches use seeds 0–9; every setting that was tuned was tuned on separate seeds (1000 and up)." + (" **Quick mode: tiny budgets, the numbers are only a plumbing check.**" if quick else ""), ""]
     if skipped:
         parts += ["Skipped sections:", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
+    note = (lambda key: NOTES.get(key, "")) if not quick else (lambda key: "")
     if "search" in res:
         parts.append(md_search(res["search"], out, quick))
         parts.append(SEARCH_NOTES if not quick else "")
+        parts.append(note("search_extra"))
         tuning = out / "search_tuning.json"
         if tuning.is_file() and not quick:
             parts.append(md_tuning(json.loads(tuning.read_text())))
-    note = (lambda key: NOTES.get(key, "")) if not quick else (lambda key: "")
     mo = {d: res[f"mo_{d}"] for d in MO_DEVICES if f"mo_{d}" in res}
     if mo:
         parts += [md_multi(mo, out), note("multi")]
@@ -518,11 +522,11 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         parts += [md_ablation(res["ablation"], out), note("ablation")]
     if "ofa" in res and "ofa" in res["ofa"]:
         parts += [md_ofa(res["ofa"], out), note("ofa")]
-    parts.append(md_motifs(res["motifs"]))
+    parts += [md_motifs(res["motifs"]), note("motifs")]
     if "train" in res:
         parts.append(md_train(res["train"]))
     md_path.write_text("\n".join(parts).rstrip() + "\n")
-    log(f"wrote {md_path} and {out}/ in {total:.0f}s")
+    log(f"wrote {md_path}" + (" from the JSON in " + str(out) if render_only else f" and {out}/ in {total:.0f}s"))
     return md_path
 
 
@@ -536,7 +540,80 @@ budget, Optuna TPE inside it with the seeds as prior trials. **autobuild-build (
 """
 
 
-NOTES: dict = {}
+# Hand-written readings of the full-run numbers, printed under each section (not in --quick).
+# They quote numbers from the run they were written against; a rerun that moves a number past
+# what the text says needs the text updated.
+NOTES: dict = {
+    "search_extra": """**Acceptance check** (issue 5: AutoBuild ≥ random, REA and TPE at every budget; regret ≤ 0.3 at budget 200).
+Regret at budget 200: **met** with both scorings (paper 0.08, marginal 0.02). "≥ every baseline at every budget": **not met**.
+With the default (paper) scoring AutoBuild beats random and its own direct build at every budget, but REA and TPE are ahead at
+every budget. With marginal scoring it is ahead of REA at 200 (94.36 vs 94.34) and 0.01 below TPE, ahead of random everywhere,
+but behind REA and TPE at 50 and 100.
+
+Why the default is still `paper`: the default is whichever searched better on the tuning seeds (table below), and there
+`paper` averaged 94.16 against 94.09–94.14 for `marginal`, a difference well inside the spread (std 0.06–0.56 over 6 seeds).
+On the reported seeds `marginal` is better at 200 and worse at 50 and 100. Neither scoring wins the search consistently.
+
+What limits AutoBuild here, as measured:
+
+- *Half of the budget is non-adaptive.* The seed half is stratified random sampling; REA and TPE are within 0.03 / 0.01 of the
+  optimum at 200 evaluations on this 6-dimensional space, so every random evaluation is one they spend better.
+- *The pruned space caps the search.* Before any search, the best cell inside the pruned space (tuning seeds) averaged
+  93.49 / 94.24 / 94.26 with paper scores and 94.05 / 94.06 / 94.18 with marginal scores at budgets 50 / 100 / 200: below the
+  optimum 94.37 on average, whatever the search does inside.
+- *Better-ordered scores are not better pruning.* Marginal scores order a unit's whole menu better than the paper's
+  (interpretability section: node 3, 0.85–0.98 vs 0.78–0.91 from 200 training cells on), and give clearly better pruned
+  spaces at budget 50, but pruning only needs the few best configurations kept, and the paper score's top-1 configuration was
+  more often the true best (ground-truth ranks in brackets there).
+
+This page's paper-scoring numbers differ from its previous version (93.70 / 94.21 / 94.21) because the ranker changed in
+between: NB-201 graphs no longer pass information through `none` edges, and training draws from private torch generators.
+Random, REA and TPE do not use the ranker and reproduce their earlier numbers exactly.
+""",
+    "multi": """AutoBuild here uses the default (paper) scoring. Full-space NSGA-II has the best hypervolume ratio at both budgets on both
+devices; AutoBuild is above random except on the Pixel 3 at budget 100 (0.766 vs 0.775). Same limits as the single-objective
+search: half the budget is seeds, and the union of the two rankers' top-k leaves parts of the true front out.
+""",
+    "ranker": """The paper's own settings (lr 1e-4) on 500 cells: the network beats the one-hot ridge (0.770 vs 0.702), the hop norms rank
+better than the prediction from hop 2 on, and lr 1e-3 does better still (next sections).
+""",
+    "size": """Readings. The ranker beats the one-hot ridge at every size (by 0.13–0.15 from 500 cells on, by 0.15 at 50); its final-hop
+embedding norm ranks test cells at least as well as the prediction head at every size (0.73 at 50 cells, 0.90 at 2,000). Hop 0,
+the FE-MLP alone, ranks nothing (−0.15 to 0.15).
+
+Unit scores. With this project's ranker the paper's scoring does *not* show the authors' weakness on NB-201: from 100 cells
+on its node-3 Spearman is 0.78–0.91 and its top-1 configuration is the true best. (An earlier measurement, 0.28–0.37 for node 3,
+used the search benchmark's rankers before NB-201 graphs stopped routing information through `none` edges.) Marginal scoring
+orders the menus better from 500 cells on (node 2: 0.94–0.97 vs 0.84–0.93; node 3: 0.93–0.98 vs 0.80–0.91), node 1 equally
+well or better at every size, and is mixed at 50–200 cells (node 2 better at 50 and 100, node 3 worse at 50 and 100); its top-1
+is often not the true best (mean ground-truth rank up to 10 at 50 cells, 1–3 from 500 on): averaged predictions are smooth
+near the top. The FE-MLP per-op read-out does **not** reproduce the ground-truth op order: its Spearman with the op
+effects is −0.27 to 0.00 with a spread of 0.8–1.0 over repeats, i.e. its sign changes from seed to seed. The read-out is a
+magnitude, |scalar|, and the FE-MLP only has to make ops distinguishable for the GNN; `none`, the most harmful op, often gets
+the largest one. On NB-201, per-value FE-MLP scores are not an importance order; configuration scores are.
+""",
+    "lr": """At the same 100 epochs, lr 1e-3 beats the paper's 1e-4 at both sizes, by 0.29 at 100 cells and 0.09 at 1,000 (few cells ->
+few optimiser steps per epoch). Studies and searches therefore use 1e-3; the library default stays the paper's.
+""",
+    "ablation": """Without the ranking loss the prediction is about as good (0.81 vs 0.84) but hop norms stop meaning anything (final hop −0.17
+vs 0.86): the ranking term is what makes module scores interpretable. The GNN type matters little at 500 cells (0.83–0.84);
+GraphConv and GIN give slightly higher, steadier hop Spearman than GATv2. Hidden 16 is worse and unsteady (0.74 ± 0.09);
+64 is not better than 32.
+""",
+    "motifs": """Both with an untrained ranker (cost does not depend on the weights), the machine otherwise idle. Marginal scoring pushes
+n_context whole networks per configuration through the ranker (64 per NB-201 configuration, 4 per OFA one: about 147,000
+graphs), about 10x the paper scoring's cost and still well under the authors' 70 s. Inside the OFA study, with a second
+job on the other core, the same scoring took 13.5 s.
+""",
+    "ofa": """Readings. The ranker fits (0.946 on held-out subnets) but a one-hot ridge does as well (0.965) on this clustered data.
+Per unit, marginal scoring prefers expansion 6 everywhere (the data's per-value means agree in 4 of 5 units); its kernel-size
+differences are at most 0.03 predicted points and should not be read as a preference. The paper scoring's per-unit e/k choices
+(e=3, k=3 in units 0 and 2) disagree with both. The authors' weakness reproduces with the paper scoring: its top-1 build ranks
+1,251st of the 3,125 architectures of its own top-5 pruned space by the same predictor. With marginal scoring the build ranks
+163rd: far better, not first, because a sum of per-unit marginals ignores interactions between units. The depth-wise check is
+mixed for both scorings (in-sample, groups of 35 to 603 subnets; negative only for the paper scoring, unit 2, depth 4).
+""",
+}
 
 
 def run(args) -> int:
