@@ -31,12 +31,13 @@ for each (context, unit, depth) we build one template network and, from ``1 + de
 probe graphs, learn which node rows each layer choice writes and which edges it adds or drops;
 every configuration's graph is then the template with those rows overwritten and edges masked
 (array indexing), checked against ``to_graph`` on random configurations (spaces whose layers do
-not act separably fall back to ``to_graph``, exact but slow). The forward pass dominates: about 40-60 µs per NAS-Bench-201 graph (10 nodes) and
-100-200 µs per OFA-MobileNetV3 graph (~15 nodes) on one thread. ``n_context=None`` picks
-``clip(150_000 // n_configs, 4, 64)``: 64 contexts for NAS-Bench-201's 155 configurations
-(~10k graphs, about 1 s) and 4 for OFA-MobileNetV3's 36,855 (~147k graphs, 10-30 s depending on
-load); pass ``n_context`` to trade time for less noise. Paired contexts keep 4 useful: every
-configuration of a unit sees the same 4 networks, so their differences, not the contexts' own
+not act separably fall back to ``to_graph``, exact but slow). The forward pass dominates.
+``n_context=None`` picks ``clip(150_000 // n_configs, 4, 64)``: 64 contexts for NAS-Bench-201's
+155 configurations (~10k graphs: 1.0 s on one thread) and 4 for OFA-MobileNetV3's 36,855
+(~147k graphs: 5.6 s on one thread of the idle 2-core machine, 13.5 s with a second job running;
+the paper scoring takes 0.5 s, the authors' code ~70 s; docs/results.md). Pass ``n_context`` to
+trade time for less noise. Paired contexts keep 4 useful: every configuration of a unit sees the
+same 4 networks, so their differences, not the contexts' own
 quality, decide the order.
 """
 
