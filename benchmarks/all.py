@@ -9,9 +9,10 @@ user without one table still gets the rest.
 
 Time. Timing sections (motifs, train throughput) run first and alone, so that their numbers are
 not disturbed; the rest are independent jobs spread over ``--jobs`` worker processes (default 2,
-one torch thread each: this project's reference machine has 2 cores), longest first. About
-25 minutes on the idle 2-core machine; ``--quick`` shrinks every budget and repeat count to check
-the plumbing in a minute or two (its numbers mean nothing).
+one torch thread each: this project's reference machine has 2 cores), longest first. Measured:
+8.4 minutes on the quiet 2-core machine, 16.4 with other jobs holding a load average of ~6;
+``--quick`` shrinks every budget and repeat count to check the plumbing in about a minute (its
+numbers mean nothing). ``--render-only`` rewrites the page from the JSON already in ``--out``.
 """
 
 from __future__ import annotations
