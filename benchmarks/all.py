@@ -172,7 +172,7 @@ def md_search(res: dict, out: Path, quick: bool) -> str:
     budgets = [str(b) for b in res["budgets"]]
     lines = ["## Search at equal budget (NAS-Bench-201 CIFAR-10)", "",
              _how(f"autobuild bench search --space nb201 --table ../shared/data/nb201/nb201_cifar10.csv --budgets {','.join(budgets)} "
-                  f"--repeats {res['repeats']} --seed 0 --unit-scoring marginal|paper --json docs/results/search_nb201.json"), "",
+                  f"--repeats {res['repeats']} --seed 0 --unit-scoring paper|marginal --json docs/results/search_nb201.json (one run per scoring)"), "",
              f"Optimum of the table {res['optimum']:.2f}. Mean ± std over {res['repeats']} repeats (seeds 0–{res['repeats'] - 1}) of the best "
              "accuracy found, (regret), [evaluations used].", "",
              "| method | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
