@@ -94,6 +94,9 @@ class TrainSection(_Section):
 class PruneSection(_Section):
     enabled: bool = Field(True, description="Prune the space to the top-k configurations of each unit.")
     k: Union[int, list[int]] = Field(5, description="Configurations kept per unit: one number, or one per unit.")
+    scoring: Literal["paper", "marginal"] = Field(
+        "paper", description="Unit scores: 'paper' (exit-node embedding norm mapped to unit moments) or 'marginal' (mean "
+        "predicted target over paired contexts; ranks whole menus better, see docs/results.md).")
 
     @field_validator("k")
     @classmethod

@@ -177,7 +177,8 @@ def score_units_task(cfg: RunConfig, run_dir: str, trained, ranker_key: str):
     """Score every unit configuration and read out FE-MLP feature importance (CSV, reused on rerun)."""
     import pandas as pd
 
-    out = stage_dir(run_dir, "scores", ranker_key)
+    method = cfg.prune.scoring
+    out = stage_dir(run_dir, "scores", ranker_key) if method == "paper" else stage_dir(run_dir, "scores", ranker_key, method)
     if stage_done(out):
         return pd.read_csv(out / "unit_scores.csv"), pd.read_csv(out / "importance.csv"), str(out)
     from autobuild_core.importance import feature_importance
@@ -185,7 +186,7 @@ def score_units_task(cfg: RunConfig, run_dir: str, trained, ranker_key: str):
 
     space = get_space(cfg.space)
     t0 = time.perf_counter()
-    scores = score_units(trained, space)
+    scores = score_units(trained, space, method=method, seed=cfg.seed)
     imp = feature_importance(trained, space)
     write_stage(out, {"unit_scores.csv": lambda p: scores.to_csv(p, index=False),
                       "importance.csv": lambda p: imp.to_csv(p, index=False)},
