@@ -241,7 +241,7 @@ def cmd_serve(args) -> int:
         _write_state(pids, api, mlflow_uri, home)
         _wait_http(f"{api}/health", args.timeout, srv, home / "prefect-server.log")
         _wait_http(f"{mlflow_uri}/health", args.timeout, mlf, home / "mlflow-server.log")
-        wenv = dict(env, MLFLOW_TRACKING_URI=mlflow_uri)
+        wenv = dict(env, MLFLOW_TRACKING_URI=mlflow_uri, AUTOBUILD_TRACKING_URI=mlflow_uri)
         for pool in dict.fromkeys([args.pool, "local", "gpu"]):  # prefect.yaml deploys to both pools
             subprocess.run([_venv_bin("prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"],
                            env=env, check=False, capture_output=True, timeout=args.timeout)

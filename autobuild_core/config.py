@@ -135,7 +135,7 @@ class WinnersSection(_Section):
 
 class TrackingSection(_Section):
     enabled: bool = Field(True, description="Log to MLflow.")
-    tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI; unset: sqlite:///<run dir>/mlflow.db.")
+    tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI; unset: $AUTOBUILD_TRACKING_URI (set by `autobuild serve` for its worker), else sqlite:///<run dir>/mlflow.db.")
     experiment: str = Field("autobuild", description="MLflow experiment name.")
     register_models: bool = Field(True, description="Register the ranker and the winners in the MLflow model registry.")
     timeout_s: float = Field(10.0, gt=0, description="Give up on an unreachable tracking server after this many seconds.")

@@ -148,7 +148,9 @@ class Tracker:
         self.enabled = bool(tracking.enabled)
         self.register_models = bool(tracking.register_models)
         self.run_dir = Path(run_dir).resolve()
-        self.uri = tracking.tracking_uri or default_tracking_uri(self.run_dir)
+        # AUTOBUILD_TRACKING_URI: set by `autobuild serve` for its worker, so deployed runs log to the
+        # served MLflow unless their config names a tracking URI of its own.
+        self.uri = tracking.tracking_uri or os.environ.get("AUTOBUILD_TRACKING_URI") or default_tracking_uri(self.run_dir)
         self.client = None
         self.experiment_id = None
         if not self.enabled:
