@@ -46,12 +46,9 @@ system-packages:
 	  fi; \
 	fi
 
+# `autobuild run` itself prints the outcome and where to look (summary, MLflow UI, report).
 run: setup
 	$(VENV)/bin/autobuild run -c $(CONFIG) --out $(RUN_DIR)
-	@echo ""
-	@echo "Summary:    $(RUN_DIR)/summary.json"
-	@echo "MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/$(RUN_DIR)/mlflow.db --host 127.0.0.1 --port 5000"
-	@test -f $(RUN_DIR)/report.html && echo "Report:     $(RUN_DIR)/report.html" || true
 
 # pytest exit status 5 (no tests collected) counts as success with a warning.
 test: setup

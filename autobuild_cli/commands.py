@@ -138,7 +138,8 @@ def _print_summary(s: dict, out: Path, seconds: float) -> None:
     print(f"\nSummary:   {out / 'summary.json'}")
     uri = s.get("mlflow_tracking_uri")
     if uri:
-        print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   (run {s.get('mlflow_run_id')})")
+        mlflow_bin = os.path.relpath(_venv_bin("mlflow")) if os.path.isabs(_venv_bin("mlflow")) else "mlflow"
+        print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   (run {s.get('mlflow_run_id')})")
     if s.get("report"):
         print(f"Report:    {s['report']}")
     elif (out / "report.html").is_file():
