@@ -204,8 +204,7 @@ class SpaceDomain(Domain):
         for u, (_, _, slots, choices) in enumerate(self._unit_plan):
             d = self._depth(u, indices)
             cfgs.append(tuple(choices[indices[s]] if s is not None else choices[0] for s in slots[:d]))
-        g = {name: (values[indices[dim]] if dim is not None else values[0]) for name, dim, values in self._globals}
-        return Arch.make(cfgs, g)
+        return Arch.make(cfgs, _decode_globals(indices, self._globals))
 
     def encode(self, arch: Arch) -> tuple | None:
         if len(arch.units) != len(self._unit_plan):
@@ -271,8 +270,7 @@ class PrunedDomain(Domain):
 
     def decode(self, indices: Sequence[int]) -> Arch:
         cfgs = [cfgs[indices[d]] if d is not None else cfgs[0] for cfgs, d in zip(self._units, self._unit_dims)]
-        g = {name: (values[indices[dim]] if dim is not None else values[0]) for name, dim, values in self._globals}
-        return Arch.make(cfgs, g)
+        return Arch.make(cfgs, _decode_globals(indices, self._globals))
 
     def encode(self, arch: Arch) -> tuple | None:
         if len(arch.units) != len(self._units):
@@ -289,6 +287,11 @@ class PrunedDomain(Domain):
     def _all_archs(self) -> Iterator[Arch]:
         for idx in itertools.product(*(range(d.size) for d in self.dims)):
             yield self.decode(idx)
+
+
+def _decode_globals(indices: Sequence[int], globals_spec) -> dict:
+    """Global choices of a decoded index vector (a global with one value has no dimension)."""
+    return {name: (values[indices[dim]] if dim is not None else values[0]) for name, dim, values in globals_spec}
 
 
 def _encode_globals(arch: Arch, globals_spec, idx: list) -> tuple | None:
