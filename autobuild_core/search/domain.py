@@ -168,14 +168,7 @@ class SpaceDomain(Domain):
                 else:
                     slots.append(None)
             self._unit_plan.append((depth_dim, tuple(spec.depths), slots, choices))
-        self._globals = []  # (name, dim index or None, values)
-        for name, values in space.global_choices.items():
-            values = tuple(values)
-            if len(values) > 1:
-                self._globals.append((name, len(dims), values))
-                dims.append(Dimension(f"g.{name}", _unique_labels(values, str)))
-            else:
-                self._globals.append((name, None, values))
+        self._globals = _plan_globals(space.global_choices, dims)
         self.dims = tuple(dims)
 
     @property
@@ -253,14 +246,7 @@ class PrunedDomain(Domain):
                 dims.append(Dimension(f"u{u}", _unique_labels(cfgs, _config_label)))
             else:
                 self._unit_dims.append(None)
-        self._globals = []
-        for name, values in gc.items():
-            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
-            if len(values) > 1:
-                self._globals.append((name, len(dims), values))
-                dims.append(Dimension(f"g.{name}", _unique_labels(values, str)))
-            else:
-                self._globals.append((name, None, values))
+        self._globals = _plan_globals(gc, dims)
         self.dims = tuple(dims)
         self._index = [{cfg: i for i, cfg in enumerate(cfgs)} for cfgs in self._units]
 
@@ -287,6 +273,20 @@ class PrunedDomain(Domain):
     def _all_archs(self) -> Iterator[Arch]:
         for idx in itertools.product(*(range(d.size) for d in self.dims)):
             yield self.decode(idx)
+
+
+def _plan_globals(global_choices: dict, dims: list) -> list:
+    """(name, dim index or None, values) per global choice, appending a dimension to ``dims`` for
+    each choice with more than one value (a single value needs no search dimension)."""
+    plan = []
+    for name, values in global_choices.items():
+        values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+        if len(values) > 1:
+            plan.append((name, len(dims), values))
+            dims.append(Dimension(f"g.{name}", _unique_labels(values, str)))
+        else:
+            plan.append((name, None, values))
+    return plan
 
 
 def _decode_globals(indices: Sequence[int], globals_spec) -> dict:
