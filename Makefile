@@ -53,6 +53,7 @@ run: setup
 # pytest exit status 5 (no tests collected) counts as success with a warning.
 test: setup
 	@mkdir -p $(TEST_HOME)
+	$(VENV)/bin/lint-imports
 	@rc=0; \
 	env -u PREFECT_API_URL \
 	PREFECT_HOME=$(TEST_HOME)/prefect \

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 STATE_FILE = Path(".autobuild") / "serve.json"
 
@@ -85,7 +85,7 @@ def check_prefect_api(timeout_s: float = 10.0) -> str | None:
 
 def cmd_run(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from autobuild_core.config import load_config
+    from tasks.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out or Path("runs") / cfg.name)
@@ -111,7 +111,7 @@ def cmd_run(args) -> int:
         try:
             state.result()
         except Exception as exc:  # re-raise user-fixable errors so the CLI prints one paragraph
-            from autobuild_core.errors import AutoBuildError
+            from search_spaces.errors import AutoBuildError
 
             if isinstance(exc, AutoBuildError):
                 raise
@@ -168,7 +168,7 @@ def cmd_report(args) -> int:
     if not run_dir.is_dir():
         raise ConfigError(f"{str(run_dir)!r} is not a run directory (no such directory).")
     try:
-        from autobuild_core.report import write_report
+        from tasks.report import write_report
     except ImportError:
         print("autobuild: the report module is not available in this version; nothing written.", file=sys.stderr)
         return 1
@@ -317,7 +317,7 @@ def _serve_stop(quiet: bool = False) -> int:
 
 
 def parse_params(items: list[str]) -> dict:
-    from autobuild_core.config import apply_overrides
+    from tasks.config import apply_overrides
 
     return apply_overrides({}, items)
 

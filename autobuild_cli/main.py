@@ -4,7 +4,7 @@ Sub-commands live next to the code they drive and register themselves through a
 ``register(subparsers)`` function that adds a parser and sets ``func=callable(args) -> int``.
 Modules are listed here (not discovered) so that start-up stays fast and predictable.
 
-User-fixable errors (:class:`autobuild_core.errors.AutoBuildError`, pydantic validation errors)
+User-fixable errors (:class:`search_spaces.errors.AutoBuildError`, pydantic validation errors)
 print as one paragraph and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
@@ -80,7 +80,7 @@ class _NoTracebackForUserErrors(logging.Filter):
     message and suggest a bug. The log line itself (with the message) is kept."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from autobuild_core.errors import AutoBuildError
+        from search_spaces.errors import AutoBuildError
 
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, AutoBuildError):
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.debug:
         _quiet_user_errors()
-    from autobuild_core.errors import AutoBuildError
+    from search_spaces.errors import AutoBuildError
 
     user_errors: tuple = (AutoBuildError, FileNotFoundError)
     try:

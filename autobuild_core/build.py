@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from search_spaces.errors import ConfigError
 from .importance import best_values
 from .scoring import config_of
 

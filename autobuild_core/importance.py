@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .graph import GraphSet
+from search_spaces.graph import GraphSet
 
 
 @torch.no_grad()

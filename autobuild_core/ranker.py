@@ -28,7 +28,7 @@ from torch import nn
 from torch_geometric.nn import GATv2Conv, GINConv, GraphConv
 from torch_geometric.utils import scatter
 
-from .graph import FeatureSpec, GraphBatch, split_schema
+from search_spaces.graph import FeatureSpec, GraphBatch, split_schema
 
 GNN_TYPES = ("gatv2", "graphconv", "gin")
 
@@ -44,10 +44,10 @@ class RankerConfig:
     head_hidden: int = 32
 
     def __post_init__(self):
-        from .errors import ConfigError
+        from search_spaces.errors import ConfigError
 
         if self.gnn not in GNN_TYPES:
-            from .errors import suggest
+            from search_spaces.errors import suggest
 
             raise ConfigError(f"ranker.gnn={self.gnn!r} is not supported.{suggest(self.gnn, GNN_TYPES)} Choose one of {', '.join(GNN_TYPES)}.")
         for name in ("hidden", "layers", "fe_dim", "head_hidden"):

@@ -50,8 +50,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import ConfigError
-from .graph import GraphSet
+from search_spaces.errors import ConfigError
+from search_spaces.graph import GraphSet
 
 METHODS = ("paper", "marginal")
 AUTO_GRAPH_BUDGET = 150_000

@@ -15,7 +15,7 @@ import operator
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from .errors import ExpressionError, suggest
+from search_spaces.errors import ExpressionError, suggest
 
 MAX_EXPRESSION_LENGTH = 500
 MAX_EXPONENT = 64.0

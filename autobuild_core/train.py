@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError
-from .graph import FeatureSpec, GraphSet
+from search_spaces.errors import CheckpointError, ConfigError
+from search_spaces.graph import FeatureSpec, GraphSet
 from .loss import ranker_loss
 from .metrics import rank_report, spearman
 from .ranker import Ranker, RankerConfig

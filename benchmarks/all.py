@@ -151,7 +151,7 @@ def job_motifs(plan: dict) -> dict:
 
 def job_train(plan: dict) -> dict:
     _quiet_setup()
-    from autobuild_core.evaluation.training import TrainingEvaluator
+    from evaluators.training import TrainingEvaluator
 
     from .train import run_bench
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 
 def labelled_table(space_name: str, table: str | None, dataset: str | None = None):
@@ -30,7 +30,7 @@ def labelled_table(space_name: str, table: str | None, dataset: str | None = Non
         return space, archs, [dict(m) for m in bench.values()]
     if not table:
         raise ConfigError(f"--table PATH is required for space {space_name!r} (a CSV/JSONL/Parquet file of architectures and metrics).")
-    from autobuild_core.evaluation.tables import TableEvaluator
+    from evaluators.tables import TableEvaluator
 
     ev = TableEvaluator(space, table, match="exact")
     items = ev.items()

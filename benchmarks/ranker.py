@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 from .common import labelled_table, mean_std, targets, write_json
 

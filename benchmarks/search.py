@@ -47,7 +47,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 SINGLE_METHODS = ("autobuild", "autobuild-build", "random", "rea", "tpe")
 MULTI_METHODS = ("autobuild", "nsga2", "random")
@@ -84,14 +84,14 @@ def load_bench(space_name: str, table: str | None, latency: str | None, dataset:
 
     space = get_space(space_name)
     if space_name == "nb201":
-        from autobuild_core.evaluation.tables import NB201TableEvaluator
+        from evaluators.tables import NB201TableEvaluator
 
         if not table:
             raise ConfigError("bench search --space nb201 needs --table PATH (the NAS-Bench-201 CSV, e.g. ../shared/data/nb201/nb201_cifar10.csv).")
         ev = NB201TableEvaluator(table, latency_path=latency)
         return Bench(space, ev, [dict(m) for m in ev._loaded().values()], str(table))
     if space_name == "nasbench_graph":
-        from autobuild_core.evaluation.tables import NASBenchGraphEvaluator
+        from evaluators.tables import NASBenchGraphEvaluator
 
         ev = NASBenchGraphEvaluator(dataset or "cora")
         return Bench(space, ev, [dict(m) for m in ev._loaded().values()], f"nas_bench_graph:{ev.dataset}")

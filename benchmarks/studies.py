@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 from .common import labelled_table, mean_std, write_json
 

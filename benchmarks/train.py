@@ -40,7 +40,7 @@ def _worker_init(threads: int, devices) -> None:
 
 def _train_one(config: dict, space_name: str, arch, seed: int) -> dict:
     """Runs in a worker: one architecture -> record dict (the evaluator is built once per worker)."""
-    from autobuild_core.evaluation.training import TrainingEvaluator
+    from evaluators.training import TrainingEvaluator
     from search_spaces import get_space
 
     cfg = dict(config)
@@ -74,8 +74,8 @@ def run_bench(space_name: str, evaluator_config: dict, n_archs: int = 8, workers
     """Train ``n_archs`` sampled architectures with ``workers`` processes; returns the summary."""
     import torch
 
-    from autobuild_core.errors import ConfigError
-    from autobuild_core.evaluation.training import TrainingEvaluator, device_name, resolve_device
+    from search_spaces.errors import ConfigError
+    from evaluators.training import TrainingEvaluator, device_name, resolve_device
     from search_spaces import get_space
 
     if n_archs < 1 or workers < 1:
@@ -176,7 +176,7 @@ def summary_text(res: dict) -> str:
 
 
 def evaluator_config_from_args(args) -> dict:
-    from autobuild_core.evaluation.training import TrainingEvaluator
+    from evaluators.training import TrainingEvaluator
 
     over = {
         "dataset": args.dataset, "epochs": args.epochs, "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,

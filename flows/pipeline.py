@@ -1,6 +1,6 @@
 """The `autobuild` flow: sample -> evaluate -> train ranker -> score -> build/prune -> search -> winners.
 
-One validated :class:`~autobuild_core.config.RunConfig` is the flow's parameter. Every stage's
+One validated :class:`~tasks.config.RunConfig` is the flow's parameter. Every stage's
 output is persisted in the run directory keyed by its inputs, and every evaluation in the store,
 so rerunning a killed run with the same config and run directory resumes where it stopped.
 MLflow: one parent run per flow run, child runs for the ranker, scoring, each search and each
@@ -20,7 +20,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from autobuild_core.config import RunConfig
+from tasks.config import RunConfig
 from tasks.common import get_space, make_evaluator, optuna_url, store_path, write_json_atomic
 from tasks.stages import (
     build_prune_task,
@@ -75,7 +75,7 @@ class Evaluations:
             elif subflow:
                 evaluate_batch(**params)
             else:
-                from autobuild_core.evaluation import EvaluationStore, evaluate_archs
+                from evaluators import EvaluationStore, evaluate_archs
 
                 with EvaluationStore(self.store) as st:
                     evaluate_archs(self.evaluator, self.space, todo, st, seed=self.seed, retries=fail.retries, progress=False)
@@ -97,7 +97,7 @@ class Evaluations:
     def check_failures(self, where: str) -> None:
         c = self.counts()
         if c["total"] and c["failed"] > self.cfg.failure.max_failure_fraction * c["total"]:
-            from autobuild_core.evaluation import EvaluationError
+            from evaluators import EvaluationError
 
             raise EvaluationError(
                 f"{where}: {c['failed']} of {c['total']} evaluations failed with {self.kind!r}, more than "
@@ -365,7 +365,7 @@ def _finish(summary: dict, rd: Path, times: dict, t_start: float, parent, evals,
     write_json_atomic(rd / "summary.json", summary)
     try:
         if evals is not None:
-            from autobuild_core.evaluation import EvaluationStore
+            from evaluators import EvaluationStore
 
             with EvaluationStore(evals.store) as st:
                 st.export(rd / "evaluations.csv")
@@ -373,7 +373,7 @@ def _finish(summary: dict, rd: Path, times: dict, t_start: float, parent, evals,
         parent.metrics({f"seconds_{k}": v for k, v in times.items()})
         parent.metrics({f"evaluations_{k}": v for k, v in (summary.get("evaluations") or {}).items()})
         try:
-            from autobuild_core.report import write_report  # optional module
+            from tasks.report import write_report  # optional module
 
             path = write_report(rd)
             if path:

@@ -6,7 +6,7 @@ carry ``mlflow.parentRunId`` so the MLflow UI nests them under the parent.
 
 Default tracking URI: ``sqlite:///<run dir>/mlflow.db`` with artifacts in ``<run dir>/mlartifacts``.
 A remote tracking server that does not answer within ``tracking.timeout_s`` is reported as a clear
-:class:`~autobuild_core.errors.ConfigError` before any work starts.
+:class:`~search_spaces.errors.ConfigError` before any work starts.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from autobuild_core.errors import UnknownNameError
+from search_spaces.errors import UnknownNameError
 
 from .base import Arch, SearchSpace, UnitGraph, UnitSpec
 

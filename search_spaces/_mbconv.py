@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Sequence
 
-from autobuild_core.errors import EncodingError
-from autobuild_core.graph import ArchGraph, FeatureSpec
+from search_spaces.errors import EncodingError
+from search_spaces.graph import ArchGraph, FeatureSpec
 
 from .base import Arch, SearchSpace, UnitGraph, UnitSpec, chain_graph
 
@@ -350,7 +350,7 @@ class MBConvMacroSpace(SearchSpace):
         tens of thousands of small graph objects (method.md §4: score in batches)."""
         import torch
 
-        from autobuild_core.graph import GraphSet
+        from search_spaces.graph import GraphSet
 
         g = dict(self.default_globals())
         g.update(globals or {})

@@ -24,8 +24,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from autobuild_core.errors import EncodingError
-from autobuild_core.graph import ArchGraph, FeatureSpec
+from search_spaces.errors import EncodingError
+from search_spaces.graph import ArchGraph, FeatureSpec
 
 Layer = tuple
 Config = tuple  # tuple[Layer, ...]
@@ -114,7 +114,7 @@ class SearchSpace(ABC):
     def unit_graph_set(self, unit: int, configs: Sequence[Config], globals: dict | None = None):
         """(GraphSet, exit_nodes, hops) of many configurations: what scoring consumes. The default
         collates ``unit_graphs``; spaces with thousands of configurations per unit override it."""
-        from autobuild_core.graph import GraphSet
+        from search_spaces.graph import GraphSet
 
         ugs = self.unit_graphs(unit, configs, globals)
         return GraphSet([u.graph for u in ugs]), np.array([u.exit_node for u in ugs]), np.array([u.hop for u in ugs])

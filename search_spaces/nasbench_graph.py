@@ -46,8 +46,8 @@ from nas_bench_graph.architecture import Arch as _BenchArch
 from nas_bench_graph.architecture import gnn_list as _GNN_LIST
 from nas_bench_graph.architecture import link_list as _LINK_LIST
 
-from autobuild_core.errors import EncodingError, UnknownNameError, suggest
-from autobuild_core.graph import ArchGraph, FeatureSpec
+from search_spaces.errors import EncodingError, UnknownNameError, suggest
+from search_spaces.graph import ArchGraph, FeatureSpec
 
 from .base import Arch, SearchSpace, UnitGraph, UnitSpec, graph_from_nodes
 
@@ -124,7 +124,7 @@ class NASBenchGraphSpace(SearchSpace):
             return self._from_hash(int(obj))
         if isinstance(obj, str):
             text = obj.strip()
-            if text.isdigit():
+            if text.isascii() and text.isdigit():
                 return self._from_hash(int(text))
             try:
                 obj = json.loads(text)

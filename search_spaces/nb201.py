@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from autobuild_core.errors import EncodingError, suggest
-from autobuild_core.graph import ArchGraph, FeatureSpec
+from search_spaces.errors import EncodingError, suggest
+from search_spaces.graph import ArchGraph, FeatureSpec
 
 from .base import Arch, SearchSpace, UnitGraph, UnitSpec, graph_from_nodes
 

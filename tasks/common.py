@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from autobuild_core.config import RunConfig, config_hash, resolve_in_run_dir
+from tasks.config import RunConfig, config_hash, resolve_in_run_dir
 
 
 def stage_dir(run_dir: str | os.PathLike, stage: str, *parts: Any) -> Path:
@@ -71,7 +71,7 @@ def get_space(name: str):
 
 
 def make_evaluator(kind: str, settings: dict):
-    from autobuild_core.evaluation import get_evaluator
+    from evaluators import get_evaluator
 
     return get_evaluator(kind, **dict(settings))
 

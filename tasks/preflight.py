@@ -1,6 +1,6 @@
 """Checks of a run's inputs before anything starts or is written.
 
-Every name, path and expression in a :class:`~autobuild_core.config.RunConfig` is resolved here,
+Every name, path and expression in a :class:`~tasks.config.RunConfig` is resolved here,
 and the artefacts a resumed run would reload from its run directory (the evaluation store, stage
 outputs, saved rankers) are opened, so that a mistake is reported as one paragraph naming the
 field (or file) and what to do *before* the Prefect server starts, the run directory is created,
@@ -17,8 +17,8 @@ import json
 import os
 from pathlib import Path
 
-from autobuild_core.config import RunConfig, resolve_in_run_dir
-from autobuild_core.errors import AutoBuildError, CheckpointError, ConfigError, UnknownNameError
+from tasks.config import RunConfig, resolve_in_run_dir
+from search_spaces.errors import AutoBuildError, CheckpointError, ConfigError, UnknownNameError
 
 __all__ = ["preflight", "check_run_dir"]
 
@@ -57,7 +57,7 @@ def preflight(cfg: RunConfig, run_dir: str | os.PathLike | None = None) -> None:
     """
     from search_spaces import get_space
 
-    from autobuild_core.evaluation import get_evaluator
+    from evaluators import get_evaluator
     from autobuild_core.target import compile_target
 
     try:
@@ -117,7 +117,7 @@ def check_run_dir(cfg: RunConfig, run_dir: str | os.PathLike) -> None:
     rd = Path(run_dir)
     store = resolve_in_run_dir(rd, cfg.evaluator.store, "evaluator.store")
     if store.exists():
-        from autobuild_core.evaluation import EvaluationStore
+        from evaluators import EvaluationStore
 
         with EvaluationStore(store) as st:  # raises CheckpointError naming the file and the remedy
             len(st)

@@ -18,7 +18,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from autobuild_core.config import RunConfig, config_hash
+from tasks.config import RunConfig, config_hash
 
 from .common import get_space, make_evaluator, read_json, stage_dir, stage_done, write_stage
 
@@ -46,7 +46,7 @@ def _table_archs(evaluator, space) -> list:
     path = getattr(evaluator, "path", None)
     parse_row = getattr(evaluator, "_parse_row", None)
     if path is not None and parse_row is not None:
-        from autobuild_core.evaluation.tables import read_rows
+        from evaluators.tables import read_rows
 
         _, rows, where = read_rows(path)
         out, seen = [], set()
@@ -57,7 +57,7 @@ def _table_archs(evaluator, space) -> list:
                 seen.add(k)
                 out.append(a)
         return out
-    from autobuild_core.errors import ConfigError
+    from search_spaces.errors import ConfigError
 
     raise ConfigError(f"evaluator {evaluator.name!r} cannot list its architectures, so seeds.source='table' is not possible; use seeds.source='sample'.")
 
@@ -90,7 +90,7 @@ def sample_seeds(cfg: RunConfig, run_dir: str) -> list:
 @task(name="evaluate-chunk", **_TASK)
 def evaluate_chunk(space: str, archs: list, kind: str, settings: dict, store: str, seed: int = 0, retries: int = 2) -> dict:
     """Evaluate one chunk, reusing and filling the store; per-arch failures are records."""
-    from autobuild_core.evaluation import EvaluationStore, evaluate_archs
+    from evaluators import EvaluationStore, evaluate_archs
 
     ev = make_evaluator(kind, settings)
     with EvaluationStore(store) as st:
@@ -100,7 +100,7 @@ def evaluate_chunk(space: str, archs: list, kind: str, settings: dict, store: st
 
 def lookup_records(space_name: str, archs: Sequence, kind: str, settings: dict, store: str, seed: int = 0, evaluator=None) -> list:
     """Records of ``archs`` (aligned; None where absent) as stored for this evaluator."""
-    from autobuild_core.evaluation import EvaluationStore
+    from evaluators import EvaluationStore
 
     space = get_space(space_name)
     ev = evaluator if evaluator is not None else make_evaluator(kind, settings)

@@ -1,7 +1,7 @@
 """Test doubles for the evaluation tests (not collected by pytest: no ``test_`` prefix).
 
 ``FakeSpace`` is duck-typed on purpose: worker subprocesses import only this module and
-``autobuild_core.evaluation``, not torch, so multi-process tests start in well under a second.
+``evaluators``, not torch, so multi-process tests start in well under a second.
 Run as a script it is the worker of the kill and concurrency tests.
 """
 
@@ -12,8 +12,8 @@ import os
 import sys
 import time
 
-from autobuild_core.errors import EncodingError
-from autobuild_core.evaluation import Evaluator, TransientEvaluationError
+from search_spaces.errors import EncodingError
+from evaluators import Evaluator, TransientEvaluationError
 
 
 class FakeSpace:
@@ -85,7 +85,7 @@ class FakeEvaluator(Evaluator):
 
 def _main(argv):
     """worker: store log delay archs_json [seed]"""
-    from autobuild_core.evaluation import EvaluationStore, evaluate_archs
+    from evaluators import EvaluationStore, evaluate_archs
 
     store_path, log_path, delay, archs = argv[0], argv[1], float(argv[2]), json.loads(argv[3])
     seed = int(argv[4]) if len(argv) > 4 else 0

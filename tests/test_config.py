@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from autobuild_core.config import RunConfig, apply_overrides, config_hash, load_config, resolve_in_run_dir
-from autobuild_core.errors import ConfigError
+from tasks.config import RunConfig, apply_overrides, config_hash, load_config, resolve_in_run_dir
+from search_spaces.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -12,8 +12,8 @@ import torch
 
 from autobuild_core.baseline import ridge_spearman
 from autobuild_core.build import build_arch, prune_space
-from autobuild_core.errors import CheckpointError, ConfigError
-from autobuild_core.graph import GraphSet
+from search_spaces.errors import CheckpointError, ConfigError
+from search_spaces.graph import GraphSet
 from autobuild_core.importance import feature_importance
 from autobuild_core.loss import hard_rank, soft_spearman
 from autobuild_core.metrics import spearman

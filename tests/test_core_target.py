@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autobuild_core.errors import ExpressionError
+from search_spaces.errors import ExpressionError
 from autobuild_core.target import compile_target, default_target
 
 

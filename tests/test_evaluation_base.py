@@ -9,9 +9,9 @@ from evaluation_fakes import FakeEvaluator, FakeSpace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autobuild_core.errors import ConfigError, UnknownNameError
-from autobuild_core.evaluation import EvalRecord, Evaluator, get_evaluator, list_evaluators, register_evaluator
-from autobuild_core.evaluation.base import canonical_json, check_metrics
+from search_spaces.errors import ConfigError, UnknownNameError
+from evaluators import EvalRecord, Evaluator, get_evaluator, list_evaluators, register_evaluator
+from evaluators.base import canonical_json, check_metrics
 
 
 class Knob(Evaluator):

@@ -10,7 +10,7 @@ from evaluation_fakes import FakeEvaluator, FakeSpace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autobuild_core.evaluation import EvaluationStore, evaluate_archs, measure_noise, noise_report
+from evaluators import EvaluationStore, evaluate_archs, measure_noise, noise_report
 
 
 def test_known_answer_adjacent_swaps():

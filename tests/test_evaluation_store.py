@@ -17,8 +17,8 @@ from evaluation_fakes import FakeEvaluator, FakeSpace, true_acc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autobuild_core.errors import CheckpointError, ConfigError
-from autobuild_core.evaluation import EvalRecord, EvaluationError, EvaluationStore, evaluate_archs
+from search_spaces.errors import CheckpointError, ConfigError
+from evaluators import EvalRecord, EvaluationError, EvaluationStore, evaluate_archs
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "evaluation_fakes.py"

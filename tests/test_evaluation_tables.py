@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from evaluation_fakes import FakeSpace
 
-from autobuild_core.errors import ConfigError, TableError
-from autobuild_core.evaluation import EvaluationStore, evaluate_archs, get_evaluator
-from autobuild_core.evaluation.tables import NB201TableEvaluator, TableEvaluator, import_authors_cache, parse_block
+from search_spaces.errors import ConfigError, TableError
+from evaluators import EvaluationStore, evaluate_archs, get_evaluator
+from evaluators.tables import NB201TableEvaluator, TableEvaluator, import_authors_cache, parse_block
 from search_spaces import get_space as _get_space
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from autobuild_core.config import load_config
-from autobuild_core.errors import AutoBuildError, CheckpointError, ConfigError, ExpressionError, UnknownNameError
-from autobuild_core.evaluation import EvaluationError
+from tasks.config import load_config
+from search_spaces.errors import AutoBuildError, CheckpointError, ConfigError, ExpressionError, UnknownNameError
+from evaluators import EvaluationError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -123,7 +123,7 @@ def run_dir(tmp_path_factory, shared_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def report(run_dir) -> tuple[Path, str]:
-    from autobuild_core.report import write_report
+    from tasks.report import write_report
 
     path = write_report(run_dir)
     return path, path.read_text(encoding="utf-8")
@@ -169,7 +169,7 @@ def test_injected_text_is_escaped(report):
 def test_missing_pieces_give_notes_not_failures(run_dir, tmp_path):
     """A run without search files or the importance CSV still reports: importance is recomputed
     from the saved ranker; the search and Pareto sections say there was no search."""
-    from autobuild_core.report import write_report
+    from tasks.report import write_report
 
     rd = tmp_path / "partial"
     shutil.copytree(run_dir, rd, ignore=shutil.ignore_patterns("report.html"))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 from autobuild_core.metrics import spearman
 from autobuild_core.ranker import RankerConfig
 from autobuild_core.scoring import config_of, score_units

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nas_bench_graph.architecture import Arch as BenchArch
 
-from autobuild_core.errors import EncodingError, UnknownNameError
+from search_spaces.errors import EncodingError, UnknownNameError
 from search_spaces import get_space
 from search_spaces.nasbench_graph import DATASETS, LINKS, OPS, load_bench
 

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autobuild_core.errors import EncodingError
+from search_spaces.errors import EncodingError
 from search_spaces import Arch, get_space
 from search_spaces.nb201 import EDGES, N_CELLS, OPS, all_cells
 

@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autobuild_core.errors import EncodingError
+from search_spaces.errors import EncodingError
 from search_spaces import Arch, get_space
 from search_spaces.ofa_mbv3 import OFAMobileNetV3Space
 from search_spaces.ofa_pn import OFAProxylessSpace

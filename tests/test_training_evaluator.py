@@ -18,8 +18,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from autobuild_core.errors import AutoBuildError, UnknownNameError
-from autobuild_core.evaluation.datasets import (
+from search_spaces.errors import AutoBuildError, UnknownNameError
+from evaluators.datasets import (
     DatasetError,
     fashion_mnist_dir,
     load_dataset,
@@ -27,7 +27,7 @@ from autobuild_core.evaluation.datasets import (
     read_idx,
     restricted_load,
 )
-from autobuild_core.evaluation.training import BUDGETS, METRIC_UNITS, TrainingEvaluator
+from evaluators.training import BUDGETS, METRIC_UNITS, TrainingEvaluator
 
 TINY = dict(epochs=1, n_train=192, n_val=64, n_test=64, batch_size=32, resolution=16, device="cpu", progress=False)
 ALL_METRICS = {"val_acc", "test_acc", "train_seconds", "params", "flops", "latency_b1_ms", "latency_b64_ms"}
@@ -127,8 +127,8 @@ class _Toy:
 
 
 def _fake_data(monkeypatch, n=64):
-    from autobuild_core.evaluation import training
-    from autobuild_core.evaluation.datasets import ImageData
+    from evaluators import training
+    from evaluators.datasets import ImageData
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n, 1, 12, 12), dtype=torch.uint8, generator=g)
@@ -190,7 +190,7 @@ def test_settings_and_budgets():
 
 
 def test_registry_builds_training_evaluator():
-    from autobuild_core.evaluation.base import get_evaluator
+    from evaluators.base import get_evaluator
 
     ev = get_evaluator("train", device="cpu", epochs=2)
     assert isinstance(ev, TrainingEvaluator) and ev.settings()["epochs"] == 2
@@ -234,7 +234,7 @@ def test_idx_folder_loader(tmp_path):
     # a moved copy is the same dataset; changed content is not
     import shutil
 
-    from autobuild_core.evaluation.datasets import dataset_fingerprint
+    from evaluators.datasets import dataset_fingerprint
 
     shutil.copytree(tmp_path, tmp_path.parent / (tmp_path.name + "_moved"))
     fp = dataset_fingerprint(f"idx:{tmp_path}")
@@ -265,7 +265,7 @@ def test_bad_dataset_names(tmp_path):
 
 
 def test_fashion_mnist_missing_message(monkeypatch, tmp_path):
-    from autobuild_core.evaluation import datasets
+    from evaluators import datasets
 
     monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", (str(tmp_path),))
     monkeypatch.setattr(datasets, "_dpkg_listed_dirs", lambda package: [])
@@ -292,7 +292,7 @@ def test_cifar10_folder_and_restricted_unpickler(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         restricted_load(pickle.dumps(Evil()))
     (tmp_path / "data_batch_3").write_bytes(pickle.dumps(Evil()))
-    from autobuild_core.evaluation import datasets
+    from evaluators import datasets
 
     datasets._raw.cache_clear()
     with pytest.raises(DatasetError, match="refusing"):

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 from search_spaces.base import Arch
 
 from .domain import Domain, as_domain

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from autobuild_core.errors import ConfigError, UnknownNameError
+from search_spaces.errors import ConfigError, UnknownNameError
 from search_spaces.base import Arch
 
 from .domain import Domain

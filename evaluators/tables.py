@@ -40,7 +40,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from autobuild_core.errors import ConfigError, EncodingError, TableError, UnknownNameError
+from search_spaces.errors import ConfigError, EncodingError, TableError, UnknownNameError
 
 from .base import EvalRecord, Evaluator, canonical_json, exact_key, guess_unit, space_of, to_arch
 

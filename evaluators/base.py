@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-from autobuild_core.errors import AutoBuildError, ConfigError, EncodingError, UnknownNameError
+from search_spaces.errors import AutoBuildError, ConfigError, EncodingError, UnknownNameError
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -227,12 +227,12 @@ class Evaluator(ABC):
 # kind -> "module:Class", imported only when asked for, so listing evaluators never imports torch
 # training code or optional packages.
 _REGISTRY: dict[str, str] = {
-    "table": "autobuild_core.evaluation.tables:TableEvaluator",
-    "nb201_table": "autobuild_core.evaluation.tables:NB201TableEvaluator",
-    "nasbench_graph": "autobuild_core.evaluation.tables:NASBenchGraphEvaluator",
-    "nats_bench": "autobuild_core.evaluation.tables:NATSBenchEvaluator",
-    "train": "autobuild_core.evaluation.training:TrainingEvaluator",
-    "training": "autobuild_core.evaluation.training:TrainingEvaluator",  # alias used in configs
+    "table": "evaluators.tables:TableEvaluator",
+    "nb201_table": "evaluators.tables:NB201TableEvaluator",
+    "nasbench_graph": "evaluators.tables:NASBenchGraphEvaluator",
+    "nats_bench": "evaluators.tables:NATSBenchEvaluator",
+    "train": "evaluators.training:TrainingEvaluator",
+    "training": "evaluators.training:TrainingEvaluator",  # alias used in configs
 }
 
 

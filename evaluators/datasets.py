@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autobuild_core.errors import ConfigError, UnknownNameError
+from search_spaces.errors import ConfigError, UnknownNameError
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 DATASET_KINDS = ("fashion-mnist", "idx", "imagefolder", "cifar10")

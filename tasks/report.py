@@ -181,7 +181,7 @@ class RunData:
     def trained(self):
         """The saved ranker, loaded on first use (only needed for derived read-outs)."""
         if self._trained is None and self.ranker_dir is not None:
-            from .train import TrainedRanker
+            from autobuild_core.train import TrainedRanker
 
             self._trained = TrainedRanker.load(self.ranker_dir)
         return self._trained
@@ -354,7 +354,7 @@ def _importance(d: RunData) -> str:
     note = ""
     if imp is None and d.ranker_dir is not None:
         # older runs (or a missing CSV): the FE-MLP read-out needs nothing but the ranker
-        from .importance import feature_importance
+        from autobuild_core.importance import feature_importance
 
         imp = feature_importance(d.trained(), d.space())
         d.importance, d.importance_source = imp, "recomputed from the saved ranker"
@@ -717,7 +717,7 @@ def _pareto(d: RunData) -> str:
         return _note(f"The run has {len(objs)} objective(s); a Pareto front is drawn for two (search.objectives).")
     if not d.searches:
         return _note("No search in this run, so there is no Pareto front.")
-    from .search.pareto import non_dominated
+    from autobuild_core.search.pareto import non_dominated
 
     dirs = [o["direction"] for o in objs]
     fig = _figure(6.5, 4.4)
@@ -778,7 +778,7 @@ def render_report(run_dir: str | os.PathLike) -> str:
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
             f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header><nav>{nav}</nav><main>{''.join(body)}</main>"
-            f"<footer>Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} from {_e(d.run_dir)} by autobuild_core.report.</footer>"
+            f"<footer>Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} from {_e(d.run_dir)} by tasks.report.</footer>"
             "</body></html>\n")
 
 
@@ -789,7 +789,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     (the MLflow upload and a user's browser may read it at any time)."""
     rd = Path(run_dir)
     if not rd.is_dir():
-        from .errors import ConfigError
+        from search_spaces.errors import ConfigError
 
         raise ConfigError(f"{str(rd)!r} is not a run directory (no such directory).")
     path = Path(out) if out is not None else rd / "report.html"

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from autobuild_core.errors import ConfigError, UnknownNameError
-from autobuild_core.evaluation.base import EvalRecord, Evaluator, to_arch
-from autobuild_core.evaluation.datasets import ImageData, dataset_fingerprint, load_dataset, parse_dataset
+from search_spaces.errors import ConfigError, UnknownNameError
+from evaluators.base import EvalRecord, Evaluator, to_arch
+from evaluators.datasets import ImageData, dataset_fingerprint, load_dataset, parse_dataset
 
 METRIC_UNITS = {
     "val_acc": "%",

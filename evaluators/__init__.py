@@ -2,7 +2,7 @@
 
 Table evaluators (which import pandas) and the training evaluator (which imports torch training
 code) are loaded only when used: ``get_evaluator("train")`` or attribute access such as
-``autobuild_core.evaluation.TableEvaluator``.
+``evaluators.TableEvaluator``.
 """
 
 from __future__ import annotations

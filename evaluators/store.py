@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from autobuild_core.errors import AutoBuildError, CheckpointError, ConfigError
+from search_spaces.errors import AutoBuildError, CheckpointError, ConfigError
 
 from .base import (
     STATUS_FAILED,
@@ -376,7 +376,7 @@ def _target_fn(target) -> Callable[[dict], float]:
     if target.isidentifier():
         def get(m: dict) -> float:
             if target not in m:
-                from autobuild_core.errors import suggest
+                from search_spaces.errors import suggest
 
                 raise ConfigError(f"metric {target!r} is not in the evaluation records.{suggest(target, m)} Available: {sorted(m)}")
             return m[target]
@@ -426,7 +426,7 @@ def evaluate_archs(
     ``max_failure_fraction`` the call raises :class:`EvaluationError` (every finished record already
     stored) as soon as the failures make that fraction impossible to meet. With ``noise_fraction``
     that fraction of the architectures is also evaluated with ``seed + 1`` and
-    ``outcome.noise`` holds a :func:`~autobuild_core.evaluation.noise.noise_report` per metric.
+    ``outcome.noise`` holds a :func:`~evaluators.noise.noise_report` per metric.
     """
     from .base import space_of
 

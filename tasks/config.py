@@ -23,7 +23,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from autobuild_core.errors import ConfigError
+from search_spaces.errors import ConfigError
 
 __all__ = [
     "RunConfig",
@@ -58,7 +58,7 @@ class _Section(BaseModel):
 
 
 class EvaluatorSection(_Section):
-    kind: str = Field("nasbench_graph", description="Evaluator name (see `autobuild_core.evaluation.list_evaluators()`): e.g. nasbench_graph, nb201_table, table, training.")
+    kind: str = Field("nasbench_graph", description="Evaluator name (see `evaluators.list_evaluators()`): e.g. nasbench_graph, nb201_table, table, training.")
     settings: dict[str, Any] = Field(default_factory=dict, description="Evaluator settings, passed to get_evaluator(kind, **settings): dataset, table path, training budget, ...")
     store: str = Field("evaluations.sqlite", description="Evaluation store (SQLite) path, relative to the run directory; reruns reuse what it holds.")
     batch_size: int = Field(64, ge=1, description="Architectures per evaluation task (the unit of fan-out and of retries).")
