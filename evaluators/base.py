@@ -15,7 +15,6 @@ same. Two rules make long campaigns safe:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import sys
@@ -25,7 +24,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-from search_spaces.errors import AutoBuildError, ConfigError, EncodingError, UnknownNameError
+from search_spaces.errors import AutoBuildError, ConfigError, EncodingError
+from search_spaces.registry import Registry
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -179,6 +179,17 @@ class Evaluator(ABC):
         """What records are stored under; isomorphic architectures share one by default."""
         return space.key(arch)
 
+    def items(self, space) -> list | None:
+        """Every distinct ``(Arch, metrics)`` the evaluator holds (labelled tables), in a stable
+        order, or None when it cannot list them in advance (training). Used for seeds taken from a
+        table, for ranker benchmarks, and for a benchmark's optimum and true Pareto front."""
+        return None
+
+    def metric_names(self) -> list[str] | None:
+        """The metric names every ok record carries, or None when they are not known in advance
+        (checked against target expressions before a run starts)."""
+        return None
+
     def evaluate_one(self, space, arch, seed: int = 0) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate_one() or evaluate()")
 
@@ -226,36 +237,27 @@ class Evaluator(ABC):
 # ---- registry ---------------------------------------------------------------------------------
 # kind -> "module:Class", imported only when asked for, so listing evaluators never imports torch
 # training code or optional packages.
-_REGISTRY: dict[str, str] = {
-    "table": "evaluators.tables:TableEvaluator",
-    "nb201_table": "evaluators.tables:NB201TableEvaluator",
-    "nasbench_graph": "evaluators.tables:NASBenchGraphEvaluator",
-    "nats_bench": "evaluators.tables:NATSBenchEvaluator",
-    "train": "evaluators.training:TrainingEvaluator",
-    "training": "evaluators.training:TrainingEvaluator",  # alias used in configs
-}
+EVALUATORS: Registry = Registry("evaluator")
+EVALUATORS.register("table", "evaluators.tables:TableEvaluator")
+EVALUATORS.register("nb201_table", "evaluators.tables:NB201TableEvaluator")
+EVALUATORS.register("nasbench_graph", "evaluators.tables:NASBenchGraphEvaluator")
+EVALUATORS.register("nats_bench", "evaluators.tables:NATSBenchEvaluator")
+EVALUATORS.register("train", "evaluators.training:TrainingEvaluator", aliases=("training",))
 
 
-def register_evaluator(kind: str, target: str) -> None:
-    """Register ``"module:Class"`` under ``kind`` (plug-ins may call this)."""
-    if ":" not in target:
-        raise ConfigError(f"evaluator target must look like 'package.module:Class', got {target!r}")
-    _REGISTRY[kind] = target
+def register_evaluator(kind: str, target) -> None:
+    """Register an evaluator class (or ``"module:Class"``) under ``kind`` (plug-ins may call this)."""
+    EVALUATORS.register(kind, target)
 
 
 def list_evaluators() -> list[str]:
-    return sorted(_REGISTRY)
+    """Registered evaluator kinds."""
+    return EVALUATORS.names()
 
 
 def get_evaluator(kind: str, **settings) -> Evaluator:
     """A new evaluator of ``kind`` built with ``settings`` (keyword arguments of its class)."""
-    if kind not in _REGISTRY:
-        raise UnknownNameError("evaluator", kind, _REGISTRY)
-    mod, cls = _REGISTRY[kind].split(":")
-    try:
-        klass = getattr(importlib.import_module(mod), cls)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"evaluator {kind!r} ({_REGISTRY[kind]}) is not available: {e}") from e
+    klass = EVALUATORS.get(kind)
     try:
         return klass(**settings)
     except TypeError as e:

@@ -246,6 +246,9 @@ class _LookupEvaluator(Evaluator):
     def _loaded(self) -> dict:
         return self._table
 
+    def metric_names(self) -> list[str] | None:
+        return list(self.metric_units)
+
 
 class TableEvaluator(_LookupEvaluator):
     """Labelled table of any space (see the module docstring for layout and duplicate rules)."""
@@ -344,9 +347,8 @@ class TableEvaluator(_LookupEvaluator):
     def settings(self) -> dict:
         return {"space": self.space.name, "table_sha256": self._sha, "metrics": list(self.metrics), "match": self.match}
 
-    def items(self) -> list:
-        """Every distinct (Arch, metrics) row of the table, in file order: the labelled data set
-        that ranker benchmarks split into training and test architectures."""
+    def items(self, space=None) -> list:
+        """Every distinct (Arch, metrics) row of the table, in file order."""
         return [(a, dict(m)) for a, m in self._rows]
 
     def lookup(self, arch) -> dict[str, float] | None:
@@ -462,6 +464,11 @@ class NB201TableEvaluator(_LookupEvaluator):
         m = self._table.get(str(arch).strip())
         return None if m is None else dict(m)
 
+    def items(self, space) -> list:
+        """Every (Arch, metrics) row, in the table's order."""
+        space = space_of(space)
+        return [(space.parse(s), dict(m)) for s, m in self._table.items()]
+
     def index_of(self, arch: str) -> int | None:
         for i, s in self._by_index.items():
             if s == arch:
@@ -502,6 +509,12 @@ class NASBenchGraphEvaluator(_LookupEvaluator):
                 raise ConfigError(f"NAS-Bench-Graph evaluator needs search_spaces.nasbench_graph.load_bench: {e}") from e
             self._table = dict(load_bench(self.dataset))
         return self._table
+
+    def items(self, space) -> list:
+        """Every (Arch, metrics) entry of the dataset's table."""
+        space = space_of(space)
+        self._check_space(space)
+        return [(space.parse(k), dict(m)) for k, m in self._loaded().items()]
 
     def _check_space(self, space) -> None:
         if space.name != "nasbench_graph":

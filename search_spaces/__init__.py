@@ -1,4 +1,4 @@
-"""Registry of search spaces: one name per space, resolved lazily so importing the registry is cheap.
+"""Search spaces, one registry name each, resolved lazily so importing the package is cheap.
 
     >>> from search_spaces import get_space, list_spaces
     >>> space = get_space("nb201")
@@ -9,36 +9,42 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from search_spaces.errors import UnknownNameError
+from .registry import Registry
 
-from .base import Arch, SearchSpace, UnitGraph, UnitSpec
-
-# name -> "module:Class"; a new space adds one line here.
-_REGISTRY: dict[str, str] = {
+SPACES: Registry = Registry("search space")
+for _name, _target in {
     "ofa_mbv3": "search_spaces.ofa_mbv3:OFAMobileNetV3Space",
     "ofa_pn": "search_spaces.ofa_pn:OFAProxylessSpace",
     "nb201": "search_spaces.nb201:NB201Space",
     "nasbench_graph": "search_spaces.nasbench_graph:NASBenchGraphSpace",
-}
+}.items():  # a new space adds one line here
+    SPACES.register(_name, _target)
 
 
-def register_space(name: str, target: str) -> None:
-    """Register ``"module:Class"`` under ``name`` (plug-ins may call this)."""
-    _REGISTRY[name] = target
+def register_space(name: str, target) -> None:
+    """Register a space class (or ``"module:Class"``) under ``name`` (plug-ins may call this)."""
+    SPACES.register(name, target)
     get_space.cache_clear()
 
 
 def list_spaces() -> list[str]:
-    return list(_REGISTRY)
+    """Names of the registered spaces."""
+    return SPACES.names()
 
 
 @lru_cache(maxsize=None)
-def get_space(name: str) -> SearchSpace:
+def get_space(name: str):
     """The (stateless, shared) space instance called ``name``."""
-    if name not in _REGISTRY:
-        raise UnknownNameError("search space", name, _REGISTRY)
-    mod, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(mod), cls)()
+    return SPACES.get(name)()
 
 
-__all__ = ["Arch", "SearchSpace", "UnitGraph", "UnitSpec", "get_space", "list_spaces", "register_space"]
+_BASE_NAMES = ("Arch", "SearchSpace", "UnitGraph", "UnitSpec")
+
+
+def __getattr__(name):  # the base classes import torch: only when asked for
+    if name in _BASE_NAMES:
+        return getattr(importlib.import_module("search_spaces.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [*_BASE_NAMES, "SPACES", "get_space", "list_spaces", "register_space"]

@@ -31,22 +31,6 @@ def _prefixed(field: str, exc: AutoBuildError) -> AutoBuildError:
     return new
 
 
-def _available_metrics(evaluator) -> list[str] | None:
-    """Metric names the evaluator is known to produce, or None when it cannot say in advance.
-
-    Table evaluators know their columns exactly (``.metrics``), and the fixed benchmark evaluators
-    in ``tables`` declare exactly what they return in ``metric_units``. The training evaluator's
-    ``metric_units`` is a documentation guide only (it adds ``latency_b<N>_ms`` per configured
-    batch size), so it is not used to reject a target.
-    """
-    metrics = getattr(evaluator, "metrics", None)
-    if isinstance(metrics, (list, tuple)) and metrics:
-        return [str(m) for m in metrics]
-    if type(evaluator).__module__.endswith(".tables") and evaluator.metric_units:
-        return list(evaluator.metric_units)
-    return None
-
-
 def preflight(cfg: RunConfig, run_dir: str | os.PathLike | None = None) -> None:
     """Raise an :class:`AutoBuildError` naming the field to fix if the run cannot work as configured.
 
@@ -83,7 +67,7 @@ def preflight(cfg: RunConfig, run_dir: str | os.PathLike | None = None) -> None:
             unknown_kind = isinstance(e, UnknownNameError) and e.kind == "evaluator"
             where = "evaluator.kind" if unknown_kind else "evaluator.settings" if field == "evaluator" else field
             raise _prefixed(where, e) from None
-        available = _available_metrics(ev)
+        available = ev.metric_names()
         if available is not None:
             for efield, target in compiled:
                 try:

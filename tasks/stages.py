@@ -37,29 +37,21 @@ def _logger():
 # ---- seeds ---------------------------------------------------------------------------------------
 
 
-def _table_archs(evaluator, space) -> list:
+def table_archs(evaluator, space) -> list:
     """Architectures a table evaluator holds (for ``seeds.source: table``)."""
-    for attr in ("archs", "architectures"):
-        fn = getattr(evaluator, attr, None)
-        if callable(fn):
-            return list(fn())
-    path = getattr(evaluator, "path", None)
-    parse_row = getattr(evaluator, "_parse_row", None)
-    if path is not None and parse_row is not None:
-        from evaluators.tables import read_rows
+    items = evaluator.items(space)
+    if items is None:
+        from search_spaces.errors import ConfigError
 
-        _, rows, where = read_rows(path)
-        out, seen = [], set()
-        for row, w in zip(rows, where):
-            a = parse_row(row, w)
-            k = space.key(a)
-            if k not in seen:
-                seen.add(k)
-                out.append(a)
-        return out
-    from search_spaces.errors import ConfigError
-
-    raise ConfigError(f"evaluator {evaluator.name!r} cannot list its architectures, so seeds.source='table' is not possible; use seeds.source='sample'.")
+        raise ConfigError(f"evaluator {evaluator.name!r} cannot list its architectures, so seeds.source='table' is not possible; "
+                          "use seeds.source='sample'.")
+    out, seen = [], set()
+    for a, _ in items:
+        k = space.key(a)
+        if k not in seen:
+            seen.add(k)
+            out.append(a)
+    return out
 
 
 @task(name="sample-seeds", **_TASK)
@@ -72,7 +64,7 @@ def sample_seeds(cfg: RunConfig, run_dir: str) -> list:
         return read_json(out / "seeds.json")
     if cfg.seeds.source == "table":
         ev = make_evaluator(cfg.evaluator.kind, cfg.evaluator.settings)
-        archs = _table_archs(ev, space)
+        archs = table_archs(ev, space)
         rng = np.random.default_rng(cfg.seed)
         if len(archs) > cfg.seeds.n:
             archs = [archs[i] for i in sorted(rng.choice(len(archs), cfg.seeds.n, replace=False))]

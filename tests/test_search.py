@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from autobuild_core.build import PrunedSpace
 from autobuild_core.search import as_domain, hypervolume_2d, non_dominated, run_search
 from autobuild_core.search.domain import PrunedDomain, SpaceDomain
 from search_spaces import get_space
@@ -49,7 +49,7 @@ def small_pruned(nb201):
     u0 = [(("nor_conv_3x3",),)]
     u1 = [(("nor_conv_3x3",), (b,)) for b in OPS[:3]]
     u2 = [(("skip_connect",), (b,), (c,)) for b, c in itertools.product(OPS[2:4], OPS[2:4])]
-    return SimpleNamespace(space=nb201, unit_choices=[u0, u1, u2], global_choices={})
+    return PrunedSpace(nb201, [u0, u1, u2], [[0.0] * len(u) for u in (u0, u1, u2)], {})
 
 
 @pytest.mark.parametrize("method", ["random", "rea", "tpe", "nsga2", "ordered"])
@@ -163,7 +163,7 @@ def test_domains_encode_decode_and_mutate():
         assert child != arch and space.contains(child)
     n_units = sum(1 for a, b in zip(arch.units, child.units) if a != b) + (arch.globals != child.globals)
     assert n_units == 1  # one dimension changed: one unit (or one global) differs
-    pr = SimpleNamespace(space=space, unit_choices=[[c] for c in arch.units], global_choices={k: (v,) for k, v in arch.globals})
+    pr = PrunedSpace(space, [[c] for c in arch.units], [[0.0] for _ in arch.units], {k: (v,) for k, v in arch.globals})
     pd_ = as_domain(pr)
     assert isinstance(pd_, PrunedDomain) and pd_.size == 1 and pd_.decode(()) == arch
     assert pd_.encode(child) is None

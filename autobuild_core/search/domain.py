@@ -237,7 +237,7 @@ class PrunedDomain(Domain):
         self._units = [tuple(tuple(tuple(layer) for layer in cfg) for cfg in choices) for choices in pruned.unit_choices]
         if any(len(c) == 0 for c in self._units):
             raise ValueError("pruned space has a unit without any kept configuration")
-        gc = dict(getattr(pruned, "global_choices", {}) or {})
+        gc = dict(pruned.global_choices or {})
         dims: list[Dimension] = []
         self._unit_dims = []
         for u, cfgs in enumerate(self._units):
@@ -308,11 +308,20 @@ def _encode_globals(arch: Arch, globals_spec, idx: list) -> tuple | None:
 
 
 def as_domain(obj, key: Callable[[Arch], Hashable] | None = None) -> Domain:
-    """Accept a Domain, a PrunedSpace-like object (``unit_choices``) or a SearchSpace."""
+    """A :class:`Domain` over ``obj``: a Domain (returned as is), a ``PrunedSpace`` or a ``SearchSpace``.
+
+    Args:
+        obj: what to search over.
+        key: duplicate key of architectures (default: the space's isomorphism-aware key).
+    """
+    from search_spaces.base import SearchSpace
+
+    from ..build import PrunedSpace
+
     if isinstance(obj, Domain):
         return obj
-    if hasattr(obj, "unit_choices"):
+    if isinstance(obj, PrunedSpace):
         return PrunedDomain(obj, key=key)
-    if hasattr(obj, "units") and hasattr(obj, "global_choices"):
+    if isinstance(obj, SearchSpace):
         return SpaceDomain(obj, key=key)
     raise TypeError(f"cannot search over {type(obj).__name__}: expected a SearchSpace, a PrunedSpace or a Domain")
