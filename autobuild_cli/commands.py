@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set search.budget=100 (repeatable; values are YAML)")
     p.add_argument("--out", default=None, help="run directory (default runs/<config name>); rerun with the same --out to resume")
+    p.add_argument("--preset", default=None, choices=["default", "paper"],
+                   help="settings to start from: default (best measured) or paper (the paper's protocol); the config and --set override it")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("spaces", help="list the search spaces and their sizes")
@@ -87,7 +89,7 @@ def cmd_run(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from tasks.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, ([f"preset={args.preset}"] if args.preset else []) + args.overrides)
     out = Path(args.out or Path("runs") / cfg.name)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory.")
@@ -103,7 +105,7 @@ def cmd_run(args) -> int:
     from flows.pipeline import autobuild
 
     t0 = time.perf_counter()
-    state = autobuild(cfg, str(out), return_state=True)
+    state = autobuild(cfg.model_dump(mode="json"), str(out), return_state=True)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if not state.is_completed():
@@ -123,18 +125,21 @@ def cmd_run(args) -> int:
 
 
 def _print_summary(s: dict, out: Path, seconds: float) -> None:
+    from tasks.report import rounded
+
     ev = s.get("evaluations", {})
     rk = s.get("ranker", {})
     best = s.get("best") or {}
-    print(f"\nAutoBuild {s.get('status')} in {seconds:.0f}s: space {s.get('space')}, evaluator {s['evaluator']['kind']}, target {s.get('target')}")
+    print(f"\nAutoBuild {s.get('status')} in {seconds:.0f}s: space {s.get('space')}, evaluator {s['evaluator']['kind']}, "
+          f"target {s.get('target')}, search {s.get('search_method')}")
     print(f"  evaluations: {ev.get('total')} total ({ev.get('new')} new, {ev.get('reused')} reused, {ev.get('failed')} failed)")
     if rk:
-        print(f"  ranker Spearman {rk.get('pred_spearman', float('nan')):.3f} ({rk.get('spearman_on')}); per hop "
-              + " ".join(f"{h:.2f}" for h in rk.get("hop_spearman", [])))
+        print(f"  ranker Spearman {rk.get('heldout_spearman', float('nan')):.3f} on its {rk.get('spearman_on')} set "
+              f"({rk.get('n_train')} architectures)")
     for b in s.get("built", []):
-        print(f"  built: {json.dumps(b['arch'], default=str)} -> {b.get('metrics')}")
+        print(f"  built: {json.dumps(b['arch'], default=str)} -> {rounded(b.get('values'))}")
     if best:
-        print(f"  best ({best.get('source')}): target {best.get('target')} {json.dumps(best.get('arch'), default=str)}")
+        print(f"  best ({best.get('source')}): {s.get('target')} {rounded(best.get('target'))}  {json.dumps(best.get('arch'), default=str)}")
     print(f"\nSummary:   {out / 'summary.json'}")
     uri = s.get("mlflow_tracking_uri")
     if uri:

@@ -173,3 +173,20 @@ def prune_space(space, scores: pd.DataFrame, k: int | Sequence[int] = 5, importa
             raise ConfigError(f"prune.keep_globals must be 'all', 'best' or a positive integer, got {keep_globals!r}.")
         globs[name] = tuple(order)
     return PrunedSpace(space, choices, sc, globs)
+
+
+def log_scaled_k(unit_sizes: Sequence[int], target_size: float) -> list[int]:
+    """Per-unit k with prod(k) close to ``target_size`` and every unit keeping the same fraction
+    of its menu on a log scale (k_u = n_u ** a): a unit with 125 configurations keeps more than
+    one with 5, and equal units keep equal k."""
+    sizes = [max(1, int(n)) for n in unit_sizes]
+    total = math.prod(sizes)
+    if target_size >= total:
+        return sizes
+    best, best_err = [1] * len(sizes), math.inf
+    for a in np.linspace(0.0, 1.0, 201):
+        ks = [min(n, max(1, int(round(n ** a)))) for n in sizes]
+        err = abs(math.log(math.prod(ks)) - math.log(max(1.0, target_size)))
+        if err < best_err - 1e-12:
+            best, best_err = ks, err
+    return best

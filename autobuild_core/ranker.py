@@ -20,7 +20,10 @@ exactly the embedding it would have inside a whole network (batch norm runs in e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing import Sequence
 
 import torch
@@ -28,34 +31,42 @@ from torch import nn
 from torch_geometric.nn import GATv2Conv, GINConv, GraphConv
 from torch_geometric.utils import scatter
 
+from search_spaces.errors import ConfigError
 from search_spaces.graph import FeatureSpec, GraphBatch, split_schema
 
 GNN_TYPES = ("gatv2", "graphconv", "gin")
 
 
-@dataclass
-class RankerConfig:
-    """Model hyper-parameters; the defaults are the paper code's."""
+class RankerConfig(BaseModel):
+    """Model hyper-parameters (the paper code's architecture)."""
 
-    gnn: str = "gatv2"
-    hidden: int = 32
-    layers: int = 4
-    fe_dim: int = 8  # width of each feature's private embedding / hidden layer
-    head_hidden: int = 32
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def __post_init__(self):
-        from search_spaces.errors import ConfigError
+    gnn: Literal["gatv2", "graphconv", "gin"] = Field("gatv2", description="Message-passing layer type.")
+    hidden: int = Field(32, ge=1, description="Hidden width of the message-passing layers.")
+    layers: int = Field(4, ge=1, le=16, description="Message-passing layers M (hops scored: 0..M).")
+    fe_dim: int = Field(8, ge=1, description="Width of each feature's private embedding in the FE-MLP.")
+    head_hidden: int = Field(32, ge=1, description="Hidden width of the prediction head.")
 
-        if self.gnn not in GNN_TYPES:
-            from search_spaces.errors import suggest
-
-            raise ConfigError(f"ranker.gnn={self.gnn!r} is not supported.{suggest(self.gnn, GNN_TYPES)} Choose one of {', '.join(GNN_TYPES)}.")
-        for name in ("hidden", "layers", "fe_dim", "head_hidden"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"ranker.{name} must be a positive integer, got {getattr(self, name)!r}.")
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ConfigError(_config_error("ranker", e)) from None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
+
+
+def _config_error(section: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown setting"
+        parts.append(f"{section}.{loc}: {msg} (got {err.get('input')!r})")
+    return "; ".join(parts) + "."
 
 
 class FeatureEncoder(nn.Module):

@@ -1,39 +1,11 @@
 """``autobuild bench search``: AutoBuild against search baselines at an equal evaluation budget.
 
-The question a NAS user asks is "what does each method find for the same number of evaluations",
-so every method spends exactly the same budget of unique table lookups, and AutoBuild's seed
-evaluations (the data its ranker learns from) count against that budget. Repeat ``r`` uses seed
-``--seed + r`` for every method, so differences between methods are not differences in luck of
-the draw for the seed set alone. Tune anything on a different ``--seed`` than the one reported.
-
-AutoBuild here is: evaluate ``F x budget`` stratified seed architectures, train the ranker on
-them (fast settings: ``--epochs`` passes over at most a few hundred graphs), score every unit
-configuration, prune to the top-k configurations per unit and spend the rest of the budget in the
-pruned space. k is chosen so that the pruned space holds about ``--prune-factor`` times the
-remaining budget, with the same fraction of each unit kept on a log scale (``k_u = n_u^a``):
-large units keep more configurations than small ones. The remaining budget is then spent by
-``--pruned-search`` (default ``tpe``, with the seeds that fall in the pruned space as prior
-trials). Exhaustive evaluation in order of summed score (``ordered``) is used whenever the pruned
-space is no larger than the remaining budget; otherwise the pruned space is kept ~4x the remaining
-budget and searched, because on tuning seeds (1000-1005, never the reported ones) the optimum of a
-pruned space only as large as the budget was often missing: the paper's unit scores rank a
-configuration's exit-node norm, which can put the best configuration of a large unit outside a
-tight top-k. TPE edged out REA and score order in that comparison (docs/results.md).
-
-``--unit-scoring`` picks how unit configurations are ranked before pruning: ``paper`` (exit-node
-norm mapped to unit moments) or ``marginal`` (mean whole-architecture prediction over
-``--n-context`` paired contexts; autobuild_core/scoring.py). The default is the one that searched
-better on the tuning seeds 1000-1005 (6 repeats, budgets 50/100/200, never the reported seeds):
-``paper`` at seed fraction 0.5 and factor 4 averaged 94.16, ``marginal`` 94.09 (94.14 at seed
-fraction 0.3; 94.02 / 94.10 at factors 2 / 8). Marginal scores order whole unit menus far better
-(docs/results.md, interpretability), and gave the better pruned space at budget 50 (best cell
-94.05 vs 93.49), but not at 100 and 200, where the search only needs the best few
-configurations to be kept. 64 contexts: NB-201 has 155 configurations, so ~10k graphs, ~1 s.
-
-``--objectives acc,latency:DEVICE`` switches to the Pareto variant: hypervolume of the found
-front divided by that of the table's true front, for AutoBuild (one ranker per objective, the
-union of each one's top-k per unit, NSGA-II in that pruned space) vs NSGA-II over the full space
-vs random sampling.
+Every method spends exactly the same budget of unique table lookups, and AutoBuild's seed and
+built architectures count against it. AutoBuild is the driver that `autobuild run` runs
+(:class:`~autobuild_core.driver.AutoBuild`), with the same :class:`AutoBuildSettings` defaults,
+``--preset`` and ``--set KEY=VALUE`` overrides; baselines are the registered search strategies
+over the full space. Repeat ``r`` uses seed ``--seed + r`` for every method. Tune on other seeds
+than the ones reported (docs/results.md uses 0-9; tuning used 1000 and up).
 """
 
 from __future__ import annotations
@@ -49,7 +21,7 @@ import numpy as np
 
 from search_spaces.errors import ConfigError
 
-SINGLE_METHODS = ("autobuild", "autobuild-build", "random", "rea", "tpe")
+SINGLE_METHODS = ("autobuild", "autobuild-build", "predictor", "random", "rea", "tpe")
 MULTI_METHODS = ("autobuild", "nsga2", "random")
 
 
@@ -89,12 +61,12 @@ def load_bench(space_name: str, table: str | None, latency: str | None, dataset:
         if not table:
             raise ConfigError("bench search --space nb201 needs --table PATH (the NAS-Bench-201 CSV, e.g. ../shared/data/nb201/nb201_cifar10.csv).")
         ev = NB201TableEvaluator(table, latency_path=latency)
-        return Bench(space, ev, [dict(m) for m in ev._loaded().values()], str(table))
+        return Bench(space, ev, [m for _, m in ev.items(space)], str(table))
     if space_name == "nasbench_graph":
         from evaluators.tables import NASBenchGraphEvaluator
 
         ev = NASBenchGraphEvaluator(dataset or "cora")
-        return Bench(space, ev, [dict(m) for m in ev._loaded().values()], f"nas_bench_graph:{ev.dataset}")
+        return Bench(space, ev, [m for _, m in ev.items(space)], f"nas_bench_graph:{ev.dataset}")
     raise ConfigError(f"bench search supports table spaces 'nb201' and 'nasbench_graph', not {space_name!r}.")
 
 
@@ -154,117 +126,52 @@ def make_objective(bench: Bench, target: str | None, objectives: str | None) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# AutoBuild
+# AutoBuild, through the driver
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class AutoBuildSettings:
-    seeds_fraction: float = 0.5
-    epochs: int = 100
-    lr: float = 1e-3
-    prune_factor: float = 4.0
-    pruned_search: str = "tpe"
-    n_build: int = 1
-    gnn: str = "gatv2"
-    unit_scoring: str = "paper"  # chosen on tuning seeds 1000-1005 (see the module docstring)
-    n_context: int = 64
+def bench_settings(preset: str = "default", overrides: Sequence[str] = ()):
+    """:class:`AutoBuildSettings` from a preset and ``KEY=VALUE`` overrides (the run config's syntax)."""
+    from pydantic import ValidationError
+
+    from autobuild_core.driver import AutoBuildSettings, preset_overrides
+    from tasks.config import apply_overrides, deep_merge, format_validation_error
+
+    data = apply_overrides(deep_merge(preset_overrides(preset), {}), list(overrides))
+    try:
+        return AutoBuildSettings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "--set")) from None
 
 
-def log_scaled_k(unit_sizes: Sequence[int], target_size: float) -> list[int]:
-    """Per-unit k with prod(k) close to ``target_size`` and every unit keeping the same fraction
-    of its menu on a log scale (k_u = n_u ** a): a unit with 125 configurations keeps more than
-    one with 5, and equal units keep equal k."""
-    sizes = [max(1, int(n)) for n in unit_sizes]
-    total = math.prod(sizes)
-    if target_size >= total:
-        return sizes
-    best, best_err = [1] * len(sizes), math.inf
-    for a in np.linspace(0.0, 1.0, 201):
-        ks = [min(n, max(1, int(round(n ** a)))) for n in sizes]
-        err = abs(math.log(math.prod(ks)) - math.log(max(1.0, target_size)))
-        if err < best_err - 1e-12:
-            best, best_err = ks, err
-    return best
+def run_autobuild(space, objective: Objective, budget: int, seed: int, settings, build_only: bool = False):
+    """One AutoBuild run of ``budget`` evaluations; returns the driver's result."""
+    from autobuild_core.driver import AutoBuild
 
-
-def _train_and_score(space, archs, y, settings: AutoBuildSettings, seed: int):
-    from autobuild_core.ranker import RankerConfig
-    from autobuild_core.scoring import score_units
-    from autobuild_core.train import TrainConfig, train_ranker
-
-    trained = train_ranker(space, archs, y, RankerConfig(gnn=settings.gnn), TrainConfig(epochs=settings.epochs, lr=settings.lr, seed=seed))
-    scores = score_units(trained, space, method=settings.unit_scoring, n_context=settings.n_context, seed=seed)
-    imp = None
-    if space.global_choices:
-        from autobuild_core.importance import feature_importance
-
-        imp = feature_importance(trained, space)
-    return trained, scores, imp
-
-
-def _seed_set(space, objective: Objective, n: int, seed: int):
-    archs = list(dict.fromkeys(space.sample(n, seed=seed, stratified=True)))
-    vals = objective(archs)
-    return [(a, v) for a, v in zip(archs, vals)]
-
-
-def run_autobuild(space, objective: Objective, budget: int, seed: int, settings: AutoBuildSettings, build_only: bool = False) -> dict:
-    from autobuild_core.build import build_arch, prune_space
-    from autobuild_core.search import as_domain, run_search
-
-    n_seed = min(budget, max(10, int(round(settings.seeds_fraction * budget))))
-    seeds = _seed_set(space, objective, n_seed, seed)
-    ok = [(a, v) for a, v in seeds if v is not None]
-    info: dict = {"n_seeds": len(seeds)}
-    if len(ok) < 10 or len({v[0] for _, v in ok}) < 2:  # nothing to learn from: fall back to random
-        res = run_search("random", as_domain(space, key=objective.bench.key), objective, budget, seed, initial=seeds)
-        return {"best": res.best["values"][0] if res.best else None, "evaluations_used": res.n_eval, "result": res, **info, "fallback": "random"}
-    sign = 1.0  # single objective here is always maximised
-    trained, scores, imp = _train_and_score(space, [a for a, _ in ok], [sign * v[0] for _, v in ok], settings, seed)
+    s = settings.model_copy(deep=True)
+    s.search.budget = budget
+    s.seeds.n = min(s.seeds.n, max(2, budget - (s.build.n if s.build.enabled else 0)))
     if build_only:
-        pruned = prune_space(space, scores, k=max(1, settings.n_build), importance=imp)
-        built = list(pruned.enumerate_by_score(limit=settings.n_build)) if settings.n_build > 1 else [build_arch(space, scores, imp)]
-        known = {objective.bench.key(a) for a, _ in seeds}
-        new = [a for a in built if objective.bench.key(a) not in known]
-        vals = [v for _, v in seeds] + objective(new)
-        good = [v[0] for v in vals if v is not None]
-        return {"best": max(good) if good else None, "evaluations_used": len(seeds) + len(new), "built": [space.format(a) for a in built], **info}
-    remaining = budget - len(seeds)
-    ks = log_scaled_k(space.n_unit_configs(), settings.prune_factor * max(1, remaining))
-    pruned = prune_space(space, scores, k=ks, importance=imp)
-    domain = as_domain(pruned, key=objective.bench.key)
-    info.update(k=ks, pruned_size=pruned.size)
-    if pruned.size <= remaining or settings.pruned_search == "ordered":
-        res = run_search("ordered", domain, objective, budget, seed, initial=seeds, order=pruned.enumerate_by_score())
-    else:
-        res = run_search(settings.pruned_search, domain, objective, budget, seed, initial=seeds)
-    return {"best": res.best["values"][0] if res.best else None, "evaluations_used": res.n_eval, "result": res, **info}
+        s.search.enabled = False
+    return AutoBuild(space, objective, s, objective.directions, seed, key=objective.bench.key).run()
 
 
-def run_autobuild_pareto(space, objective: Objective, budget: int, seed: int, settings: AutoBuildSettings):
-    """One ranker per objective (minimised ones learn the negated log, so larger is better for
-    both), the union of each ranker's top-k per unit, NSGA-II in that space with the seeds."""
-    from autobuild_core.build import PrunedSpace, prune_space
+def run_method(method: str, space, objective: Objective, budget: int, seed: int, settings) -> list:
+    """The evaluation history (``arch``, ``values``) of one method's run."""
     from autobuild_core.search import as_domain, run_search
 
-    n_seed = min(budget, max(10, int(round(settings.seeds_fraction * budget))))
-    seeds = _seed_set(space, objective, n_seed, seed)
-    ok = [(a, v) for a, v in seeds if v is not None]
-    remaining = budget - len(seeds)
-    ks = log_scaled_k(space.n_unit_configs(), settings.prune_factor * max(1, remaining))
-    ks = [max(1, int(math.ceil(k / 2))) for k in ks]  # two rankers each contribute about half
-    choices = [[] for _ in space.units]
-    globs: dict = {}
-    for j, d in enumerate(objective.directions):
-        y = [v[j] if d == "maximize" else -math.log(max(v[j], 1e-9)) for _, v in ok]
-        _, scores, imp = _train_and_score(space, [a for a, _ in ok], y, settings, seed + 7919 * j)
-        p = prune_space(space, scores, k=ks, importance=imp)
-        for u, cs in enumerate(p.unit_choices):
-            choices[u] += [c for c in cs if c not in choices[u]]
-        for name, vals in p.global_choices.items():
-            globs[name] = tuple(dict.fromkeys(list(globs.get(name, ())) + list(vals)))
-    pruned = PrunedSpace(space, choices, [[0.0] * len(c) for c in choices], globs)
-    res = run_search("nsga2", as_domain(pruned, key=objective.bench.key), objective, budget, seed, directions=objective.directions, initial=seeds)
-    return res, {"k": [len(c) for c in choices], "pruned_size": pruned.size}
+    if method in ("autobuild", "autobuild-build"):
+        return run_autobuild(space, objective, budget, seed, settings, build_only=method == "autobuild-build").history
+    options = {}
+    if method == "predictor":
+        options = dict(settings.search.options, ranker=settings.ranker, train=settings.train, scoring=settings.prune.scoring)
+    res = run_search(method, as_domain(space, key=objective.bench.key), objective, budget, seed,
+                     directions=objective.directions, **options)
+    return res.history
+
+
+def best_of(history: list, directions) -> float | None:
+    sign = 1.0 if directions[0] == "maximize" else -1.0
+    vals = [sign * r["values"][0] for r in history if r["values"] is not None]
+    return sign * max(vals) if vals else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,43 +184,27 @@ def _stats(xs: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def run_single(space, objective: Objective, methods, budgets, repeats, seed0, settings: AutoBuildSettings, log: Callable[[str], None]) -> dict:
-    from autobuild_core.search import as_domain, run_search
-
+def run_single(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None]) -> dict:
     values = objective.table_values()[:, 0]
     optimum = float(np.nanmax(values))
     out = {"optimum": optimum, "methods": {}}
     for m in methods:
         out["methods"][m] = {}
         for b in budgets:
-            bests, used, extra, t0 = [], [], [], time.time()
+            bests, used, t0 = [], [], time.time()
             for r in range(repeats):
-                seed = seed0 + r
-                if m in ("autobuild", "autobuild-build"):
-                    res = run_autobuild(space, objective, b, seed, settings, build_only=(m == "autobuild-build"))
-                    bests.append(res["best"]), used.append(res["evaluations_used"])
-                    extra.append({k: v for k, v in res.items() if k in ("k", "pruned_size", "n_seeds", "built", "fallback")})
-                else:
-                    res = run_search(m, as_domain(space, key=objective.bench.key), objective, b, seed)
-                    bests.append(res.best["values"][0] if res.best else None), used.append(res.n_eval)
+                hist = run_method(m, space, objective, b, seed0 + r, settings)
+                bests.append(best_of(hist, objective.directions)), used.append(len(hist))
             mean, std = _stats(bests)
-            cell = {
-                "best_mean": mean,
-                "best_std": std,
-                "regret_mean": optimum - mean,
-                "evaluations_used": float(np.mean(used)),
-                "best": bests,
-                "seconds": round(time.time() - t0, 2),
-            }
-            if extra:
-                cell["runs"] = extra
+            cell = {"best_mean": mean, "best_std": std, "regret_mean": optimum - mean, "evaluations_used": float(np.mean(used)),
+                    "best": bests, "seconds": round(time.time() - t0, 2), "seconds_per_repeat": round((time.time() - t0) / repeats, 2)}
             out["methods"][m][str(b)] = cell
             log(f"{m:>16s} budget {b:>4d}: best {mean:7.3f} ± {std:5.3f}  regret {optimum - mean:6.3f}  evals {np.mean(used):6.1f}  ({cell['seconds']:.1f}s)")
     return out
 
 
-def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, settings: AutoBuildSettings, log: Callable[[str], None]) -> dict:
-    from autobuild_core.search import as_domain, hypervolume_2d, non_dominated, run_search
+def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None]) -> dict:
+    from autobuild_core.search import hypervolume_2d, non_dominated
 
     pts = objective.table_values()
     pts = pts[np.all(np.isfinite(pts), axis=1)]
@@ -328,23 +219,16 @@ def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, set
     for m in methods:
         out["methods"][m] = {}
         for b in budgets:
-            ratios, used, extra, t0 = [], [], [], time.time()
+            ratios, used, t0 = [], [], time.time()
             for r in range(repeats):
-                seed = seed0 + r
-                if m == "autobuild":
-                    res, info = run_autobuild_pareto(space, objective, b, seed, settings)
-                    extra.append(info)
-                elif m in ("nsga2", "random", "tpe"):
-                    res = run_search(m, as_domain(space, key=objective.bench.key), objective, b, seed, directions=dirs)
-                else:
-                    raise ConfigError(f"method {m!r} has no multi-objective variant; use {', '.join(MULTI_METHODS)}.")
-                front = [rec["values"] for rec in res.pareto]
+                hist = run_method(m, space, objective, b, seed0 + r, settings)
+                ok = [h["values"] for h in hist if h["values"] is not None]
+                front = [ok[i] for i in non_dominated(ok, dirs)] if ok else []
                 ratios.append(hypervolume_2d(front, ref, dirs) / hv_true if hv_true > 0 else float("nan"))
-                used.append(res.n_eval)
+                used.append(len(hist))
             mean, std = _stats(ratios)
-            cell = {"hv_ratio_mean": mean, "hv_ratio_std": std, "hv_ratio": ratios, "evaluations_used": float(np.mean(used)), "seconds": round(time.time() - t0, 2)}
-            if extra:
-                cell["runs"] = extra
+            cell = {"hv_ratio_mean": mean, "hv_ratio_std": std, "hv_ratio": ratios, "evaluations_used": float(np.mean(used)),
+                    "seconds": round(time.time() - t0, 2)}
             out["methods"][m][str(b)] = cell
             log(f"{m:>16s} budget {b:>4d}: HV ratio {mean:6.4f} ± {std:6.4f}  evals {np.mean(used):6.1f}  ({cell['seconds']:.1f}s)")
     return out
@@ -369,15 +253,11 @@ def run(args) -> int:
     objective = make_objective(bench, args.target, args.objectives)
     multi = len(objective.directions) > 1
     methods = [m.strip() for m in (args.methods or ",".join(MULTI_METHODS if multi else SINGLE_METHODS)).split(",") if m.strip()]
-    known = MULTI_METHODS + ("tpe",) if multi else SINGLE_METHODS
+    known = MULTI_METHODS + ("tpe", "predictor") if multi else SINGLE_METHODS
     bad = [m for m in methods if m not in known]
     if bad:
         raise ConfigError(f"unknown method(s) {bad} for a {'Pareto' if multi else 'single-objective'} search; choose from {', '.join(known)}.")
-    if not 0 < args.seeds_fraction < 1:
-        raise ConfigError(f"--seeds-fraction must lie strictly between 0 and 1, got {args.seeds_fraction}.")
-    settings = AutoBuildSettings(seeds_fraction=args.seeds_fraction, epochs=args.epochs, lr=args.lr, prune_factor=args.prune_factor,
-                                 pruned_search=args.pruned_search, n_build=args.n_build, gnn=args.gnn,
-                                 unit_scoring=args.unit_scoring, n_context=args.n_context)
+    settings = bench_settings(args.preset, args.overrides)
     log = print if not args.quiet else (lambda s: None)
     log(f"bench search: {args.space} ({bench.label}), objective(s) {objective.names}, budgets {budgets}, {args.repeats} repeats, seeds {args.seed}..{args.seed + args.repeats - 1}")
     t0 = time.time()
@@ -386,7 +266,7 @@ def run(args) -> int:
     out.update(
         space=args.space, table=bench.label, dataset=args.dataset, objectives=objective.names, directions=list(objective.directions),
         budgets=budgets, repeats=args.repeats, seeds=[args.seed + r for r in range(args.repeats)],
-        settings={**settings.__dict__}, seconds=round(time.time() - t0, 1),
+        preset=args.preset, overrides=list(args.overrides), settings=settings.model_dump(mode="json"), seconds=round(time.time() - t0, 1),
     )
     if not multi:
         out["target"] = objective.names[0]
@@ -415,16 +295,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="repeat r uses seed SEED+r for every method")
     p.add_argument("--methods", help=f"comma-separated; default {','.join(SINGLE_METHODS)} (Pareto: {','.join(MULTI_METHODS)})")
     p.add_argument("--objectives", help="two objectives for a Pareto search, e.g. acc,latency:pixel3")
-    p.add_argument("--seeds-fraction", type=float, default=0.5, help="share of the budget AutoBuild spends on seed architectures")
-    p.add_argument("--epochs", type=int, default=100, help="ranker epochs (benchmarks use fast settings)")
-    p.add_argument("--lr", type=float, default=1e-3, help="ranker learning rate (few seeds, few steps: higher than the paper's 1e-4)")
-    p.add_argument("--gnn", default="gatv2")
-    p.add_argument("--prune-factor", type=float, default=4.0, help="pruned space size ~ factor x remaining budget")
-    p.add_argument("--pruned-search", default="tpe", choices=["rea", "tpe", "random", "ordered"], help="search inside the pruned space")
-    p.add_argument("--n-build", type=int, default=1, help="architectures autobuild-build evaluates (top by summed unit score)")
-    p.add_argument("--unit-scoring", default=AutoBuildSettings.unit_scoring, choices=["paper", "marginal"],
-                   help="how unit configurations are scored before pruning (default chosen on tuning seeds 1000+)")
-    p.add_argument("--n-context", type=int, default=AutoBuildSettings.n_context, help="contexts per configuration for --unit-scoring marginal")
+    p.add_argument("--preset", default="default", choices=["default", "paper"], help="AutoBuild settings to start from (as `autobuild run --preset`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an AutoBuild setting, as in `autobuild run` (e.g. --set seeds.n=10 --set train.epochs=100)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny graphs: 1 is fastest)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--quiet", action="store_true")

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -185,23 +184,27 @@ class Tracker:
         return Run(self, r.info.run_id)
 
 
-# ---- plots (matplotlib, Agg) -------------------------------------------------------------------
+# ---- plots (matplotlib's object API: no pyplot state, safe in Prefect's worker threads) ----------
 
 
-def _plt():
-    import matplotlib
+def _figure(w: float, h: float, ncols: int = 1):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(w, h))
+    return fig, fig.subplots(1, ncols)
 
 
-def plot_training(history: list[dict], path: Path) -> Path | None:
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_training(history: list[dict], path: Path, best_epoch: int | None = None) -> Path | None:
+    """Training losses and validation Spearman per epoch (the kept checkpoint marked)."""
     if not history:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, ax = _figure(10, 3.5, 2)
     ep = [h.get("epoch", i) for i, h in enumerate(history)]
     for key in ("loss", "mse", "rank_loss"):
         ys = [h.get(key) for h in history]
@@ -211,54 +214,46 @@ def plot_training(history: list[dict], path: Path) -> Path | None:
     vs = [(e, h["val_pred_spearman"]) for e, h in zip(ep, history) if h.get("val_pred_spearman") is not None]
     if vs:
         ax[1].plot([e for e, _ in vs], [v for _, v in vs], marker="o", label="prediction")
-    ax[1].set_xlabel("epoch"); ax[1].set_title("validation Spearman"); ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        if best_epoch is not None:
+            ax[1].axvline(best_epoch, color="#aa3377", ls="--", label="kept checkpoint")
+        ax[1].legend()
+    ax[1].set_xlabel("epoch"); ax[1].set_title("validation Spearman")
+    return _save(fig, path)
 
 
 def plot_hops(hop_spearman: Iterable[float], path: Path) -> Path | None:
+    """Spearman of each hop's embedding norm with the target."""
     hs = [float(h) for h in (hop_spearman or [])]
     if not hs:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _figure(5, 3.5)
     ax.bar(range(len(hs)), hs, color="#4477aa")
     ax.set_xlabel("hop m"); ax.set_ylabel("Spearman(‖h_G^m‖₁, target)"); ax.set_title("per-hop Spearman")
     ax.set_ylim(min(0.0, min(hs) - 0.05), 1.0)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_unit_scores(scores, path: Path) -> Path | None:
+    """Distribution of the configuration scores of each unit."""
     if scores is None or len(scores) == 0:
         return None
-    plt = _plt()
     units = sorted(scores["unit"].unique())
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(units)), 3.5))
+    fig, ax = _figure(max(5, 1.2 * len(units)), 3.5)
     data = [scores.loc[scores["unit"] == u, "score"].to_numpy() for u in units]
     names = [str(scores.loc[scores["unit"] == u, "unit_name"].iloc[0]) if "unit_name" in scores else str(u) for u in units]
     ax.boxplot(data)
     ax.set_xticks(range(1, len(units) + 1), names, rotation=30)
-    ax.set_ylabel("score (target units)"); ax.set_title("unit configuration scores")
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
-    return path
+    ax.set_ylabel("score"); ax.set_title("unit configuration scores")
+    return _save(fig, path)
 
 
-def plot_search(histories: dict[str, list[float]], path: Path) -> Path | None:
-    if not histories:
+def plot_search(trajectory: list[float], path: Path, label: str, seeds: int = 0) -> Path | None:
+    """Best value found after each evaluation (seed evaluations shaded)."""
+    if not trajectory:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for name, traj in histories.items():
-        ax.plot(range(1, len(traj) + 1), traj, label=name)
-    ax.set_xlabel("evaluations"); ax.set_ylabel("best objective"); ax.set_title("search progress"); ax.legend()
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
-    return path
-
-
-def scratch_dir(run_dir: Path) -> Path:
-    d = Path(run_dir) / "artifacts"
-    d.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=d))
+    fig, ax = _figure(5.5, 3.5)
+    ax.plot(range(1, len(trajectory) + 1), trajectory, label=label)
+    if seeds:
+        ax.axvspan(0.5, seeds + 0.5, color="#dddddd", label="seeds")
+    ax.set_xlabel("evaluations"); ax.set_ylabel(f"best {label}"); ax.set_title("search progress"); ax.legend()
+    return _save(fig, path)

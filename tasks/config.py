@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from autobuild_core.driver import PRESETS, AutoBuildSettings, BuildSettings, PruneSettings, SearchSettings, SeedSettings, preset_overrides
+from autobuild_core.ranker import RankerConfig
+from autobuild_core.train import TrainConfig
 from search_spaces.errors import ConfigError
 
 __all__ = [
@@ -31,30 +34,16 @@ __all__ = [
     "apply_overrides",
     "config_hash",
     "resolve_in_run_dir",
+    "config_from",
+    "deep_merge",
     "format_validation_error",
 ]
 
 
 class _Section(BaseModel):
-    """Base of every section: unknown keys are errors that suggest the closest known key."""
+    """Base of every section: unknown keys are errors (reported with the closest known key)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = list(cls.model_fields)
-            unknown = [k for k in data if k not in known]
-            if unknown:
-                parts = []
-                for k in unknown:
-                    close = difflib.get_close_matches(str(k), known, n=1, cutoff=0.5)
-                    close = close or [n for n in known if n.startswith(str(k)) or str(k).startswith(n)][:1]
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    parts.append(f"unknown key {k!r}{hint}")
-                raise ValueError("; ".join(parts) + f"; known keys here: {', '.join(known)}")
-        return data
 
 
 class EvaluatorSection(_Section):
@@ -68,48 +57,8 @@ class EvaluatorSection(_Section):
     deployment_timeout_s: float = Field(3600.0, gt=0, description="How long to wait for one remote evaluation batch.")
 
 
-class SeedsSection(_Section):
-    n: int = Field(300, ge=2, description="Number of seed architectures evaluated to train the ranker.")
-    stratified: bool = Field(True, description="Stratified sampling (every unit depth and layer choice covered evenly) instead of uniform.")
+class SeedsSection(SeedSettings):
     source: Literal["sample", "table"] = Field("sample", description="'sample' draws from the space; 'table' takes seeds from the architectures the (table) evaluator holds.")
-
-
-class RankerSection(_Section):
-    gnn: Literal["gatv2", "graphconv", "gin"] = Field("gatv2", description="Message-passing layer type.")
-    hidden: int = Field(32, ge=1, description="Hidden width.")
-    layers: int = Field(4, ge=1, le=16, description="Message-passing layers M (hops scored: 0..M).")
-
-
-class TrainSection(_Section):
-    epochs: int = Field(200, ge=1, description="Ranker training epochs.")
-    batch_size: int = Field(128, ge=1, description="Mini-batch size.")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate.")
-    weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay.")
-    rank_weight: float = Field(1.0, ge=0, description="Weight λ of the hop-level Spearman loss.")
-    grad_clip: float = Field(5.0, gt=0, description="Gradient-norm clipping.")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out fraction for validation Spearman.")
-    device: str = Field("cpu", description="Torch device for ranker training (cpu, cuda, cuda:0).")
-
-
-class PruneSection(_Section):
-    enabled: bool = Field(True, description="Prune the space to the top-k configurations of each unit.")
-    k: Union[int, list[int]] = Field(5, description="Configurations kept per unit: one number, or one per unit.")
-    scoring: Literal["paper", "marginal"] = Field(
-        "paper", description="Unit scores: 'paper' (exit-node embedding norm mapped to unit moments) or 'marginal' (mean "
-        "predicted target over paired contexts; ranks whole menus better, see docs/results.md).")
-
-    @field_validator("k")
-    @classmethod
-    def _positive(cls, v):
-        vals = v if isinstance(v, list) else [v]
-        if not vals or any(int(x) < 1 for x in vals):
-            raise ValueError("k must be a positive integer or a non-empty list of positive integers")
-        return v
-
-
-class BuildSection(_Section):
-    enabled: bool = Field(True, description="Build the architecture of top-scored configurations and evaluate it.")
-    n: int = Field(1, ge=1, description="Architectures built: the top-scored one, then the next best by summed unit score.")
 
 
 class Objective(_Section):
@@ -117,13 +66,8 @@ class Objective(_Section):
     direction: Literal["maximize", "minimize"] = Field("maximize", description="Optimisation direction.")
 
 
-class SearchSection(_Section):
-    enabled: bool = Field(True, description="Run a search after pruning.")
-    method: Literal["tpe", "nsga2", "random", "rea"] = Field("tpe", description="Search method: Optuna TPE (one objective), NSGA-II (Pareto), random, regularized evolution.")
-    budget: int = Field(50, ge=1, description="Evaluations the search may spend.")
-    space: Literal["pruned", "full", "both"] = Field("pruned", description="Search the pruned space, the full space (baseline), or both with the same budget.")
+class SearchSection(SearchSettings):
     objectives: list[Objective] = Field(default_factory=list, description="Objectives; empty means the run's target, maximised.")
-    batch_size: int = Field(1, ge=1, description="Architectures proposed per evaluation call (larger: fewer, bigger remote batches).")
     storage: str = Field("optuna.db", description="Optuna study SQLite file, relative to the run directory (optuna-dashboard opens it).")
 
 
@@ -148,22 +92,30 @@ class FailureSection(_Section):
 
 
 class RunConfig(_Section):
-    """All parameters of one AutoBuild run."""
+    """All parameters of one AutoBuild run: the method's :class:`AutoBuildSettings` sections plus
+    what a run needs around them (space, evaluator, winners, tracking, failure handling)."""
 
     name: str = Field("autobuild", description="Run name (MLflow run name, Prefect flow-run name prefix).")
+    preset: Literal[PRESETS] = Field("default", description="Settings the config starts from: 'default' (best measured) or 'paper' (the paper's protocol); keys given here override it.")
     space: str = Field("nasbench_graph", description="Search space name (`autobuild spaces`).")
     seed: int = Field(0, description="Seed of sampling, ranker training and search.")
     target: str = Field("acc", description="Target the ranker learns: a metric name or an expression such as 'acc - 2*log(latency)'.")
     evaluator: EvaluatorSection = Field(default_factory=EvaluatorSection, description="How architectures are evaluated.")
     seeds: SeedsSection = Field(default_factory=SeedsSection, description="Seed architectures.")
-    ranker: RankerSection = Field(default_factory=RankerSection, description="Ranker architecture.")
-    train: TrainSection = Field(default_factory=TrainSection, description="Ranker training.")
-    prune: PruneSection = Field(default_factory=PruneSection, description="Space pruning.")
-    build: BuildSection = Field(default_factory=BuildSection, description="Building from top-scored configurations.")
-    search: SearchSection = Field(default_factory=SearchSection, description="Search after pruning.")
+    ranker: RankerConfig = Field(default_factory=RankerConfig, description="Ranker architecture.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Ranker training.")
+    prune: PruneSettings = Field(default_factory=PruneSettings, description="Space pruning.")
+    build: BuildSettings = Field(default_factory=BuildSettings, description="Building from top-scored configurations.")
+    search: SearchSection = Field(default_factory=SearchSection, description="Search (its budget counts every evaluation of the run).")
     winners: WinnersSection = Field(default_factory=WinnersSection, description="Final evaluation of the best architectures.")
     tracking: TrackingSection = Field(default_factory=TrackingSection, description="MLflow tracking.")
     failure: FailureSection = Field(default_factory=FailureSection, description="Failure handling.")
+
+    def settings(self) -> AutoBuildSettings:
+        """The method's settings, exactly as `autobuild bench` takes them."""
+        return AutoBuildSettings(
+            seeds=SeedSettings(**self.seeds.model_dump(exclude={"source"})), ranker=self.ranker, train=self.train,
+            prune=self.prune, build=self.build, search=SearchSettings(**self.search.model_dump(exclude={"objectives", "storage"})))
 
     @model_validator(mode="after")
     def _relative_paths(self) -> "RunConfig":
@@ -221,10 +173,12 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        if err.get("type") == "extra_forbidden":  # not reached through _Section, kept for safety
+        if err.get("type") == "extra_forbidden":
             *parent, key = [str(p) for p in err.get("loc", ())] or ["?"]
-            close = difflib.get_close_matches(key, _known_keys_at(parent), n=1, cutoff=0.5)
-            msg = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            known = _known_keys_at(parent)
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            close = close or [n for n in known if n.startswith(key) or key.startswith(n)][:1]
+            msg = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + f"; known keys here: {', '.join(known)}"
         elif err.get("type") not in ("value_error", "assertion_error") and "input" in err:
             inp = err["input"]
             if not isinstance(inp, (dict, list)):
@@ -264,7 +218,22 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+def config_from(config: dict | RunConfig | None = None, config_file: str | os.PathLike | None = None) -> RunConfig:
+    """The run config of a flow run: ``config_file`` (YAML) with the ``config`` dict laid over it.
+
+    Args:
+        config: a full or partial config (a dict, e.g. from the Prefect API) or a RunConfig.
+        config_file: a YAML config the deployment names; relative paths are from the working directory.
+    """
+    if isinstance(config, RunConfig):
+        config = config.model_dump(mode="json")
+    if config_file is None:
+        return load_config(None, base=dict(config or {}))
+    return load_config(config_file, base=None, over=dict(config or {}))
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, base: dict | None = None,
+                over: dict | None = None) -> RunConfig:
     """Read a YAML config (or the defaults when ``path`` is None), apply ``--set`` overrides, validate.
 
     Raises :class:`ConfigError` with one readable paragraph for a missing/unparseable file, an
@@ -287,11 +256,26 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"Config file {source!r} is not UTF-8 text.") from None
         if not isinstance(data, dict):
             raise ConfigError(f"Config file {source!r} must hold a mapping of sections (space:, evaluator:, ...), not a {type(data).__name__}.")
+    if base is not None:
+        data = dict(base)
+    if over:
+        data = deep_merge(data, over)
     data = apply_overrides(data, overrides)
+    preset = data.get("preset", "default")
+    if isinstance(preset, str) and preset in PRESETS:
+        data = deep_merge(preset_overrides(preset), data)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source)) from None
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` laid on ``base``, section by section."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
 
 
 def _canonical(obj: Any) -> Any:

@@ -17,7 +17,8 @@ import json
 import os
 from pathlib import Path
 
-from tasks.config import RunConfig, resolve_in_run_dir
+from tasks.config import RunConfig
+from tasks.layout import RunLayout
 from search_spaces.errors import AutoBuildError, CheckpointError, ConfigError, UnknownNameError
 
 __all__ = ["preflight", "check_run_dir"]
@@ -87,6 +88,20 @@ def preflight(cfg: RunConfig, run_dir: str | os.PathLike | None = None) -> None:
             f"after the train.val_fraction={cfg.train.val_fraction:g} validation split, so set seeds.n to {need} or more "
             "(a few hundred for a useful ranker).")
 
+    if cfg.search.objectives and cfg.search.objectives[0].expr != cfg.target:
+        raise ConfigError(f"search.objectives[0].expr={cfg.search.objectives[0].expr!r} differs from target={cfg.target!r}: the "
+                          "ranker learns the first objective, so set target to it (or list the target first).")
+    from autobuild_core.search import get_strategy
+
+    try:
+        get_strategy(cfg.search.method)
+    except AutoBuildError as e:
+        raise _prefixed("search.method", e) from None
+    spent = cfg.seeds.n + (cfg.build.n if cfg.build.enabled else 0)
+    if cfg.search.enabled and cfg.search.budget <= spent:
+        raise ConfigError(f"search.budget={cfg.search.budget} counts every evaluation of the run, but the seeds and built "
+                          f"architectures alone take {spent}: raise search.budget above {spent} or lower seeds.n.")
+
     if run_dir is not None and Path(run_dir).is_dir():
         check_run_dir(cfg, run_dir)
 
@@ -98,19 +113,13 @@ def check_run_dir(cfg: RunConfig, run_dir: str | os.PathLike) -> None:
     here it becomes one message saying which file to move aside and what is lost by doing so
     (stage outputs are recomputed from stored evaluations; store records are not).
     """
-    rd = Path(run_dir)
-    store = resolve_in_run_dir(rd, cfg.evaluator.store, "evaluator.store")
-    if store.exists():
+    layout = RunLayout.of(cfg, run_dir)
+    if layout.store.exists():
         from evaluators import EvaluationStore
 
-        with EvaluationStore(store) as st:  # raises CheckpointError naming the file and the remedy
+        with EvaluationStore(layout.store) as st:  # raises CheckpointError naming the file and the remedy
             len(st)
-    stages = rd / "stages"
-    if not stages.is_dir():
-        return
-    for sd in sorted(p for p in stages.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (sd / "done.json").is_file():
-            continue  # unfinished stages are recomputed anyway
+    for sd in layout.finished_stages():
         remedy = f"Delete {sd} (`rm -r {sd}`) and rerun: that stage is recomputed from the stored evaluations."
         for f in sorted(sd.glob("*.json")):
             try:

@@ -143,9 +143,15 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _newest(paths: Sequence[Path]) -> Path | None:
-    paths = [p for p in paths if p.exists()]
-    return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
+def rounded(v: Any, digits: int = 4) -> Any:
+    """``v`` with every float rounded to ``digits`` significant decimals, for text a person reads."""
+    if isinstance(v, float):
+        return v if not math.isfinite(v) else float(f"{v:.{digits}g}") if abs(v) >= 1 else round(v, digits)
+    if isinstance(v, dict):
+        return {k: rounded(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [rounded(x, digits) for x in v]
+    return v
 
 
 @dataclass
@@ -203,42 +209,22 @@ class RunData:
 
 
 def load_run(run_dir: str | os.PathLike) -> RunData:
-    """Locate the pipeline's outputs. Stage directories are keyed by hashes of their inputs; the
-    summary names the ranker that was used, and the score stage shares the ranker's key, so the
-    files of *this* run are picked even when reruns with other settings left older stages behind.
-    The run directory's own copy of a stage wins over the absolute path the summary recorded, so a
-    moved or copied run directory reports its own files."""
-    rd = Path(run_dir).resolve()
-    data = RunData(run_dir=rd)
-    data.summary = _read_json(rd / "summary.json") or {}
+    """Read a run's outputs through its :class:`~tasks.layout.RunLayout`: the stage directories
+    this run used are the ones ``summary.json`` records, never a guess among older stages."""
+    from tasks.layout import RunLayout
+
+    lay = RunLayout(run_dir)
+    data = RunData(run_dir=lay.root)
+    data.summary = _read_json(lay.summary) or {}
     if not data.summary:
         data.problems.append("summary.json is missing or unreadable (the run may not have finished)")
-    data.config = _read_json(rd / "config.json") or {}
-    stages = rd / "stages"
+    data.config = _read_json(lay.config) or {}
 
-    # ranker
-    rpath = (data.summary.get("ranker") or {}).get("path")
-    cands = []
-    if rpath:
-        p = Path(rpath)
-        cands += [stages / p.parent.name / p.name, p]
-    for p in cands:
-        if (p / "ranker.json").is_file():
-            data.ranker_dir = p
-            break
-    else:
-        data.ranker_dir = _newest([p / "ranker" for p in stages.glob("ranker-*")]) if stages.is_dir() else None
-    if data.ranker_dir is not None:
-        data.ranker_info = _read_json(data.ranker_dir.parent / "info.json") or {}
-
-    # unit scores + importance: stages/scores-<ranker key>
-    sdir = None
-    if stages.is_dir():
-        key = data.ranker_info.get("key")
-        if key and (stages / f"scores-{key}").is_dir():
-            sdir = stages / f"scores-{key}"
-        else:
-            sdir = _newest(list(stages.glob("scores-*")))
+    rdir = lay.used_stage(data.summary, "ranker")
+    if rdir is not None and (rdir / "ranker" / "ranker.json").is_file():
+        data.ranker_dir = rdir / "ranker"
+        data.ranker_info = _read_json(rdir / "info.json") or {}
+    sdir = lay.used_stage(data.summary, "scores")
     if sdir is not None:
         if (sdir / "unit_scores.csv").is_file():
             data.scores = pd.read_csv(sdir / "unit_scores.csv")
@@ -246,19 +232,14 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
             data.importance = pd.read_csv(sdir / "importance.csv")
             data.importance_source = "importance.csv of the scoring stage"
 
-    # built and pruned
-    bj = _read_json(rd / "built.json")
+    bj = _read_json(lay.built)
     if isinstance(bj, dict):
         data.built = list(bj.get("built") or [])
         data.pruned = bj.get("pruned")
-    elif data.summary.get("built"):
-        data.built = list(data.summary["built"])
 
-    # searches
-    for p in sorted(rd.glob("search_*.json")):
-        s = _read_json(p)
-        if isinstance(s, dict) and isinstance(s.get("history"), list):
-            data.searches[s.get("which") or p.stem.removeprefix("search_")] = s
+    s = _read_json(lay.search_json("run"))
+    if isinstance(s, dict) and isinstance(s.get("history"), list):
+        data.searches["run"] = s
     return data
 
 
@@ -308,7 +289,7 @@ def _overview(d: RunData) -> str:
     else:
         grid.append("<h3>Evaluations</h3>" + _note("No evaluation counts in summary.json."))
     if rk:
-        grid.append("<h3>Ranker</h3>" + _kv([("Spearman (prediction)", rk.get("pred_spearman")),
+        grid.append("<h3>Ranker</h3>" + _kv([("Spearman (prediction)", rk.get("heldout_spearman")),
                                               ("measured on", rk.get("spearman_on", "–")),
                                               ("training architectures", rk.get("n_train"))]))
     if d.pruned:
@@ -334,9 +315,9 @@ def _overview(d: RunData) -> str:
     if d.built:
         rows = []
         for b in d.built:
-            m = b.get("metrics")
-            rows.append((_json(b.get("arch")), _json(m) if m else f"not evaluated: {b.get('error') or 'no metrics'}"))
-        out.append("<h3>Built architectures</h3>" + _table(["architecture", "metrics"], rows))
+            m = b.get("values")
+            rows.append((_json(b.get("arch")), _json(m) if m else f"not evaluated: {b.get('error') or 'failed'}"))
+        out.append("<h3>Built architectures</h3>" + _table(["architecture", "objective values"], rows))
     winners = s.get("winners") or []
     if winners:
         rows = [(w.get("rank"), w.get("target"), _json(w.get("arch")), _json(w.get("metrics")) if w.get("metrics") else (w.get("error") or "–"))
@@ -438,7 +419,7 @@ def _unit_configs(d: RunData) -> str:
 def _hop_spearman(d: RunData) -> str:
     rk = d.summary.get("ranker") or {}
     hops = rk.get("hop_spearman") or d.ranker_info.get("hop_spearman")
-    pred = rk.get("pred_spearman", d.ranker_info.get("pred_spearman"))
+    pred = rk.get("heldout_spearman", d.ranker_info.get("pred_spearman"))
     on = rk.get("spearman_on") or d.ranker_info.get("spearman_on") or "–"
     if not hops:
         hist = [h for h in d.history() if h.get("val_hop_spearman")]

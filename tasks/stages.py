@@ -1,26 +1,25 @@
-"""Prefect tasks of the AutoBuild pipeline: thin wrappers over ``autobuild_core`` calls.
+"""Prefect tasks of the AutoBuild pipeline: each wraps one step of the driver
+(:class:`~autobuild_core.driver.AutoBuild`) and persists its output through :class:`RunLayout`.
 
-Each task persists its output under ``<run dir>/stages`` keyed by its inputs (see
-:mod:`tasks.common`) and returns it; a rerun finds the output and returns it without recomputing.
-Evaluations are persisted in the evaluation store, record by record. Prefect's own result
-persistence and caching are off (``NO_CACHE``): the keys here depend on the inputs only.
+A task whose output exists for the same inputs returns it without recomputing, so a rerun resumes
+at the first unfinished stage; evaluations are persisted in the evaluation store record by
+record. Prefect's own result persistence and caching are off: keys depend on the inputs only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import RunConfig, config_hash
-
-from .common import get_space, make_evaluator, read_json, stage_dir, stage_done, write_stage
+from tasks.layout import RunLayout, done, read_json, write_stage
 
 _TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -29,12 +28,7 @@ def _logger():
     try:
         return get_run_logger()
     except Exception:  # called outside a run (unit tests)
-        import logging
-
         return logging.getLogger("autobuild")
-
-
-# ---- seeds ---------------------------------------------------------------------------------------
 
 
 def table_archs(evaluator, space) -> list:
@@ -45,232 +39,200 @@ def table_archs(evaluator, space) -> list:
 
         raise ConfigError(f"evaluator {evaluator.name!r} cannot list its architectures, so seeds.source='table' is not possible; "
                           "use seeds.source='sample'.")
-    out, seen = [], set()
-    for a, _ in items:
-        k = space.key(a)
-        if k not in seen:
-            seen.add(k)
-            out.append(a)
-    return out
+    return [a for a, _ in items]
+
+
+def history_fingerprint(space, history: Sequence[dict]) -> str:
+    """Fingerprint of evaluated (architecture, values) pairs: keys the stages trained on them."""
+    return config_hash([[json.dumps(space.format(r["arch"]), sort_keys=True, default=str),
+                         None if r["values"] is None else [round(float(v), 10) for v in r["values"]]] for r in history])
 
 
 @task(name="sample-seeds", **_TASK)
-def sample_seeds(cfg: RunConfig, run_dir: str) -> list:
-    """The seed architectures (native encodings), persisted so a rerun evaluates the same ones."""
-    space = get_space(cfg.space)
-    extra = cfg.evaluator.model_dump() if cfg.seeds.source == "table" else None
-    out = stage_dir(run_dir, "seeds", cfg.space, cfg.seed, cfg.seeds, extra)
-    if stage_done(out):
-        return read_json(out / "seeds.json")
-    if cfg.seeds.source == "table":
-        ev = make_evaluator(cfg.evaluator.kind, cfg.evaluator.settings)
-        archs = table_archs(ev, space)
-        rng = np.random.default_rng(cfg.seed)
-        if len(archs) > cfg.seeds.n:
-            archs = [archs[i] for i in sorted(rng.choice(len(archs), cfg.seeds.n, replace=False))]
-    else:
-        archs = space.sample(cfg.seeds.n, seed=cfg.seed, stratified=cfg.seeds.stratified)
-    native = [space.format(a) for a in archs]
-    write_stage(out, {"seeds.json": native}, {"n": len(native)})
-    _logger().info("sampled %d seed architectures of %s", len(native), cfg.space)
-    return native
-
-
-# ---- evaluation ----------------------------------------------------------------------------------
-
-
-@task(name="evaluate-chunk", **_TASK)
-def evaluate_chunk(space: str, archs: list, kind: str, settings: dict, store: str, seed: int = 0, retries: int = 2) -> dict:
-    """Evaluate one chunk, reusing and filling the store; per-arch failures are records."""
-    from evaluators import EvaluationStore, evaluate_archs
-
-    ev = make_evaluator(kind, settings)
-    with EvaluationStore(store) as st:
-        res = evaluate_archs(ev, space, archs, st, seed=seed, retries=retries, progress=False)
-    return {"new": res.new, "reused": res.reused, "failed": res.failed, "n": len(archs), "fingerprint": res.fingerprint}
-
-
-def lookup_records(space_name: str, archs: Sequence, kind: str, settings: dict, store: str, seed: int = 0, evaluator=None) -> list:
-    """Records of ``archs`` (aligned; None where absent) as stored for this evaluator."""
-    from evaluators import EvaluationStore
-
-    space = get_space(space_name)
-    ev = evaluator if evaluator is not None else make_evaluator(kind, settings)
-    fp = ev.fingerprint()
-    parsed = [a if hasattr(a, "units") else space.parse(a) for a in archs]
-    keys = [ev.record_key(space, a) for a in parsed]
-    with EvaluationStore(store) as st:
-        got = st.get_many(space.name, list(dict.fromkeys(keys)), fp, seed)
-    return [got.get(k) for k in keys]
-
-
-@task(name="evaluate-remote", **_TASK)
-def evaluate_remote(deployment: str, parameters: dict, timeout_s: float) -> dict:
-    """Run one batch on a work pool through the `evaluate_batch` deployment and wait for it."""
-    from prefect.deployments import run_deployment
-
-    fr = run_deployment(name=deployment, parameters=parameters, timeout=timeout_s)
-    state = fr.state
-    if state is None or not state.is_completed():
-        raise RuntimeError(f"remote evaluation flow run {fr.id} on {deployment!r} ended {getattr(state, 'name', 'unknown')}: {getattr(state, 'message', '')}")
-    return {"flow_run_id": str(fr.id)}
-
-
-# ---- ranker ----------------------------------------------------------------------------------------
-
-
-def labels_fingerprint(archs_native: Sequence, y: Sequence[float]) -> str:
-    return config_hash([json.dumps(a, sort_keys=True, default=str) for a in archs_native], [round(float(v), 10) for v in y])
+def sample_seeds(ab, cfg: RunConfig, layout: RunLayout, evaluator) -> tuple[list, str]:
+    """The seed architectures, persisted so a rerun evaluates the same ones; returns (archs, stage dir)."""
+    space = ab.space
+    out = layout.stage("seeds", cfg.space, cfg.seed, cfg.seeds, cfg.evaluator.model_dump() if cfg.seeds.source == "table" else None)
+    if done(out):
+        return [space.parse(a) for a in read_json(out / "seeds.json")], layout.relative(out)
+    archs = ab.sample_seeds(pool=table_archs(evaluator, space) if cfg.seeds.source == "table" else None)
+    write_stage(out, {"seeds.json": [space.format(a) for a in archs]}, {"n": len(archs)})
+    _logger().info("sampled %d seed architectures of %s", len(archs), cfg.space)
+    return archs, layout.relative(out)
 
 
 @task(name="train-ranker", **_TASK)
-def train_ranker_task(cfg: RunConfig, run_dir: str, archs_native: list, y: list, on_epoch: Callable | None = None):
-    """Train (or reload) the ranker; returns (TrainedRanker, info dict, ranker dir, key)."""
-    from autobuild_core.ranker import RankerConfig
-    from autobuild_core.train import TrainConfig, TrainedRanker, train_ranker
+def train_ranker_task(ab, cfg: RunConfig, layout: RunLayout, history: list, on_epoch: Callable | None = None):
+    """Train (or reload) the ranker on the evaluated history; returns (TrainedRanker, info, stage dir)."""
+    from autobuild_core.train import TrainedRanker
 
-    key = config_hash(cfg.space, cfg.target, cfg.ranker, cfg.train, cfg.seed, labels_fingerprint(archs_native, y))
-    out = stage_dir(run_dir, "ranker", key)
-    if stage_done(out):
-        info = read_json(out / "info.json")
-        return TrainedRanker.load(out / "ranker"), dict(info, reused=True), str(out / "ranker"), key
-    space = get_space(cfg.space)
-    archs = [space.parse(a) for a in archs_native]
-    rc = RankerConfig(gnn=cfg.ranker.gnn, hidden=cfg.ranker.hidden, layers=cfg.ranker.layers)
-    t = cfg.train
-    tc = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, rank_weight=t.rank_weight,
-                     grad_clip=t.grad_clip, seed=cfg.seed, val_fraction=t.val_fraction, device=t.device, progress=True)
-    _logger().info("training the ranker on %d architectures (%d epochs)", len(archs), t.epochs)
+    archs, y = ab.training_set(history)
+    out = layout.stage("ranker", cfg.space, cfg.ranker, cfg.train, cfg.seed, history_fingerprint(ab.space, history))
+    if done(out):
+        return TrainedRanker.load(out / "ranker"), dict(read_json(out / "info.json"), reused=True), out
+    _logger().info("training the ranker on %d architectures (%d epochs)", len(archs), cfg.train.epochs)
     t0 = time.perf_counter()
-    trained = train_ranker(space, archs, np.asarray(y, dtype=float), ranker=rc, train=tc, on_epoch=on_epoch)
-    seconds = time.perf_counter() - t0
-    hist = list(getattr(trained, "history", []) or [])
-    val = [h for h in hist if h.get("val_pred_spearman") is not None]
-    if val:
-        pred = float(val[-1]["val_pred_spearman"])
-        hops = [float(v) for v in (val[-1].get("val_hop_spearman") or [])]
-        on = "validation"
-    else:
-        ev = trained.evaluate(archs, y)
-        pred, hops, on = float(ev["pred_spearman"]), [float(v) for v in ev["hop_spearman"]], "training"
-    info = {"pred_spearman": pred, "hop_spearman": hops, "spearman_on": on, "n_train": len(archs), "seconds": seconds,
-            "history": hist, "key": key}
+    trained = ab.fit_ranker(archs, y, on_epoch=on_epoch)
+    info = dict(ranker_quality(trained, archs, y), n_train=len(archs), seconds=time.perf_counter() - t0,
+                history=list(trained.history or []))
     write_stage(out, {"ranker": lambda d: trained.save(d), "info.json": info})
-    _logger().info("ranker trained on %d archs in %.1fs: Spearman %.3f (%s), per hop %s", len(archs), seconds, pred, on,
-                   [round(h, 3) for h in hops])
-    return trained, dict(info, reused=False), str(out / "ranker"), key
+    _logger().info("ranker trained on %d archs in %.1fs: Spearman %.3f (%s)", len(archs), info["seconds"],
+                   info["pred_spearman"], info["spearman_on"])
+    return trained, dict(info, reused=False), out
 
 
-# ---- scores, build, prune ---------------------------------------------------------------------------
+def ranker_quality(trained, archs, y) -> dict:
+    """Held-out Spearman of the kept checkpoint (validation split), or training Spearman when no split was held out."""
+    val = [h for h in (trained.history or []) if h.get("val_pred_spearman") is not None]
+    if val:
+        best = val[-1]
+        return {"pred_spearman": float(best["val_pred_spearman"]), "spearman_on": "validation",
+                "hop_spearman": [float(v) for v in (best.get("val_hop_spearman") or [])], "best_epoch": best.get("epoch")}
+    ev = trained.evaluate(archs, y)
+    return {"pred_spearman": float(ev["pred_spearman"]), "spearman_on": "training",
+            "hop_spearman": [float(v) for v in ev["hop_spearman"]], "best_epoch": None}
 
 
 @task(name="score-units", **_TASK)
-def score_units_task(cfg: RunConfig, run_dir: str, trained, ranker_key: str):
-    """Score every unit configuration and read out FE-MLP feature importance (CSV, reused on rerun)."""
+def score_units_task(ab, cfg: RunConfig, layout: RunLayout, trained, ranker_dir: Path):
+    """Score every unit configuration and read out the FE-MLP scalars (CSV, reused on rerun)."""
     import pandas as pd
 
-    method = cfg.prune.scoring
-    out = stage_dir(run_dir, "scores", ranker_key) if method == "paper" else stage_dir(run_dir, "scores", ranker_key, method)
-    if stage_done(out):
-        return pd.read_csv(out / "unit_scores.csv"), pd.read_csv(out / "importance.csv"), str(out)
-    from autobuild_core.importance import feature_importance
-    from autobuild_core.scoring import score_units
-
-    space = get_space(cfg.space)
-    t0 = time.perf_counter()
-    scores = score_units(trained, space, method=method, seed=cfg.seed)
-    imp = feature_importance(trained, space)
-    write_stage(out, {"unit_scores.csv": lambda p: scores.to_csv(p, index=False),
-                      "importance.csv": lambda p: imp.to_csv(p, index=False)},
-                {"seconds": time.perf_counter() - t0})
-    return pd.read_csv(out / "unit_scores.csv"), pd.read_csv(out / "importance.csv"), str(out)
+    out = layout.stage("scores", ranker_dir.name, cfg.prune.scoring)
+    if not done(out):
+        t0 = time.perf_counter()
+        scores, imp = ab.score(trained)
+        write_stage(out, {"unit_scores.csv": lambda p: scores.to_csv(p, index=False),
+                          "importance.csv": lambda p: imp.to_csv(p, index=False)},
+                    {"seconds": time.perf_counter() - t0})
+    return pd.read_csv(out / "unit_scores.csv"), pd.read_csv(out / "importance.csv"), out
 
 
 @task(name="build-and-prune", **_TASK)
-def build_prune_task(cfg: RunConfig, run_dir: str, scores, importance, ranker_key: str) -> dict:
+def build_prune_task(ab, cfg: RunConfig, layout: RunLayout, scores, importance, scores_dir: Path, remaining: int) -> tuple[dict, Path]:
     """Built architectures (native) and the pruned space (as a dict), persisted as JSON."""
-    out = stage_dir(run_dir, "build", ranker_key, cfg.build, cfg.prune)
-    if stage_done(out):
-        return read_json(out / "build.json")
-    from autobuild_core.build import build_arch, prune_space
-
-    space = get_space(cfg.space)
-    built: list = []
-    pruned_d = None
-    pruned = None
-    if cfg.prune.enabled or cfg.build.n > 1:
-        k = cfg.prune.k if cfg.prune.enabled else 1
-        pruned = prune_space(space, scores, k=k, importance=importance)
-        pruned_d = json.loads(pruned.to_json()) if cfg.prune.enabled else None
-    if cfg.build.enabled:
-        first = build_arch(space, scores, importance)
-        built.append(first)
-        if cfg.build.n > 1 and pruned is not None:
-            seen = {space.key(first)}
-            for a in pruned.enumerate_by_score(limit=cfg.build.n * 4):
-                if len(built) >= cfg.build.n:
-                    break
-                if space.key(a) not in seen:
-                    seen.add(space.key(a))
-                    built.append(a)
-    res = {"built": [space.format(a) for a in built], "pruned": pruned_d}
-    write_stage(out, {"build.json": res})
-    return res
-
-
-# ---- search -------------------------------------------------------------------------------------------
+    out = layout.stage("build", scores_dir.name, cfg.build, cfg.prune, remaining)
+    if not done(out):
+        built = ab.build(scores, importance)
+        pruned = ab.prune(scores, importance, remaining - len(built))
+        res = {"built": [ab.space.format(a) for a in built], "pruned": None if pruned is None else json.loads(pruned.to_json())}
+        write_stage(out, {"build.json": res})
+    return read_json(out / "build.json"), out
 
 
 @task(name="search", **_TASK)
-def search_task(cfg: RunConfig, run_dir: str, which: str, pruned_d: dict | None, objective: Callable,
-                storage: str | None, on_trial: Callable | None = None, key: str = "") -> dict:
-    """Run the configured search over the pruned (or full) space; the result is persisted as JSON.
+def search_task(ab, cfg: RunConfig, layout: RunLayout, history: list, pruned_d: dict | None, key: str,
+                on_trial: Callable | None = None, on_round: Callable | None = None) -> tuple[dict, Path]:
+    """Spend the rest of the budget with the configured method; the result is persisted as JSON.
 
-    Optuna studies live in ``storage`` (SQLite in the run dir) and resume on rerun; evaluations are
-    answered from the store, so a rerun of a killed search spends no evaluation twice.
+    A rerun after a kill replays the search from its seed: evaluations come back from the store
+    (nothing is evaluated twice) and the result is the one an uninterrupted run gives.
     """
-    out = stage_dir(run_dir, f"search-{which}", key, cfg.search.model_dump(exclude={"enabled", "space"}), cfg.seed)
-    if stage_done(out):
-        return read_json(out / "search.json")
-    from autobuild_core.search import run_search
+    from autobuild_core.build import PrunedSpace
+    from autobuild_core.driver import ITERATIVE_METHODS
 
-    space = get_space(cfg.space)
-    if which == "pruned":
-        from autobuild_core.build import PrunedSpace
+    space = ab.space
+    search_cfg = cfg.search.model_dump(exclude={"enabled"})
+    out = layout.stage("search", key, search_cfg, cfg.seed, history_fingerprint(space, history))
+    if done(out):
+        return read_json(out / "search.json"), out
+    pruned = PrunedSpace.from_dict(space, pruned_d) if pruned_d else None
+    kwargs: dict[str, Any] = {"on_trial": on_trial}
+    rounds: list = []
+    if cfg.search.method in ITERATIVE_METHODS:
+        def record_round(info: dict) -> None:
+            rounds.append(info)
+            if on_round is not None:
+                on_round(info)
 
-        domain = PrunedSpace.from_dict(space, pruned_d)
+        kwargs["on_round"] = record_round
     else:
-        domain = space
-    objs = cfg.objectives()
+        study = f"{cfg.name}-{config_hash(key, search_cfg, cfg.seed, n=10)}"
+        _fresh_study(layout.optuna_url, study)
+        kwargs.update(storage=layout.optuna_url, study_name=study)
+    _logger().info("searching with %s, %d evaluations in all (%d done)", cfg.search.method, cfg.search.budget, len(history))
     t0 = time.perf_counter()
-    study = f"{cfg.name}-{which}-{config_hash(key, cfg.search.model_dump(exclude={'enabled', 'space'}), cfg.seed, n=10)}"
-    if storage:
-        # A rerun after a kill replays the search from its seed instead of resuming the sampler
-        # mid-way: evaluations come back from the store (nothing is evaluated twice) and the result
-        # is the one an uninterrupted run gives. The finished study stays for optuna-dashboard.
-        import optuna
-
-        try:
-            optuna.delete_study(study_name=study, storage=storage)
-        except KeyError:
-            pass
-    _logger().info("searching the %s space with %s, budget %d", which, cfg.search.method, cfg.search.budget)
-    result = run_search(cfg.search.method, domain, objective, budget=cfg.search.budget, seed=cfg.seed,
-                        directions=tuple(o.direction for o in objs), storage=storage, study_name=study,
-                        on_trial=on_trial, batch_size=cfg.search.batch_size)
+    result = ab.search(history, pruned, **kwargs)
 
     def rec(r):
         return {"arch": space.format(r["arch"]), "values": None if r["values"] is None else list(r["values"]),
                 "n_eval": r["n_eval"], "source": r.get("source")}
 
     res = {
-        "which": which, "method": result.method, "study_name": result.study_name, "n_eval": result.n_eval,
+        "method": result.method, "study_name": result.study_name, "n_eval": result.n_eval,
         "history": [rec(r) for r in result.history],
         "best": None if result.best is None else rec(result.best),
         "pareto": [rec(r) for r in result.pareto],
         "trajectory": [None if (isinstance(v, float) and math.isnan(v)) else v for v in result.best_trajectory()],
         "seconds": time.perf_counter() - t0,
-        "domain_size": getattr(domain, "size", None) if which == "pruned" else space.size(),
+        "rounds": [round_summary(space, r) for r in rounds],
     }
-    write_stage(out, {"search.json": res})
-    return res
+    files: dict[str, Any] = {"search.json": res}
+    for r in rounds:
+        if r.get("scores") is not None:
+            files[f"round_{r['round']:03d}_unit_scores.csv"] = (lambda df: lambda p: df.to_csv(p, index=False))(r["scores"])
+    write_stage(out, files)
+    return res, out
+
+
+def round_summary(space, info: dict) -> dict:
+    """The JSON-able part of one iterative round's information (tables go to CSV)."""
+    out = {}
+    for k, v in info.items():
+        if k == "scores":
+            continue
+        try:
+            json.dumps(v)
+            out[k] = v
+        except TypeError:
+            out[k] = json.loads(json.dumps(v, default=str))
+    return out
+
+
+def _fresh_study(storage: str, study: str) -> None:
+    """Delete a study left by a killed run: the rerun replays the search from its seed instead."""
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=study, storage=storage)
+    except KeyError:
+        pass
+
+
+@task(name="winners", **_TASK)
+def winners_task(cfg: RunConfig, evals, final_evals, target, obj_fns, directions) -> list[dict]:
+    """The best distinct architectures found, re-evaluated with the final protocol (``winners``)."""
+    sign = 1 if directions[0] == "maximize" else -1
+    cands = []
+    for a, r in evals.records.values():
+        if r.ok:
+            v = value_of(obj_fns[0], r.metrics)
+            if v is not None:
+                cands.append((sign * v, a, r))
+    cands.sort(key=lambda t: -t[0])
+    top = cands[: cfg.winners.top]
+    if not top:
+        return []
+    frecs = final_evals([evals.space.parse(a) for _, a, _ in top])
+    winners = []
+    for i, ((_, a, r), fr) in enumerate(zip(top, frecs)):
+        fm = fr.metrics if fr is not None and fr.ok else None
+        winners.append({"rank": i + 1, "arch": a, "search_metrics": r.metrics, "metrics": fm,
+                        "error": None if fm else (fr.error if fr is not None else "not evaluated"),
+                        "target": value_of(target, fm)})
+    return winners
+
+
+def value_of(fn, metrics: dict | None) -> float | None:
+    """``fn(metrics)`` as a finite float, or None (no metrics, a missing metric, a non-finite value)."""
+    if metrics is None:
+        return None
+    try:
+        v = float(fn(metrics))
+    except Exception:
+        return None
+    return v if math.isfinite(v) else None
+
+
+__all__ = ["sample_seeds", "train_ranker_task", "score_units_task", "build_prune_task", "search_task", "winners_task",
+           "table_archs", "history_fingerprint", "ranker_quality", "value_of"]

@@ -1,0 +1,283 @@
+"""What a run leaves behind besides its stage outputs: ``summary.json``, MLflow runs (a parent per
+flow run; children for the ranker, scoring, each search round and each winner), plots, the HTML
+report, Prefect artifacts and the closing log lines. The flow body calls one method per stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+
+from tasks.config import RunConfig
+from tasks.layout import RunLayout, write_json_atomic
+from tasks.report import rounded
+
+from .tracking import Tracker, plot_hops, plot_search, plot_training, plot_unit_scores
+
+
+def _flow_run_id() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id) if flow_run.id else None
+    except Exception:
+        return None
+
+
+class RunRecorder:
+    """Records one run: the summary, MLflow runs and plots, stage by stage.
+
+    Args:
+        cfg: the run config.
+        layout: the run directory's layout.
+        objective_names: names of the objective values (the first is what the ranker learns).
+    """
+
+    def __init__(self, cfg: RunConfig, layout: RunLayout, objective_names: list[str]):
+        self.cfg, self.layout, self.names = cfg, layout, objective_names
+        self.log = get_run_logger()
+        self.t0 = time.perf_counter()
+        self.times: dict[str, float] = {}
+        self.tracker = Tracker(cfg.tracking, layout.root)
+        self.parent = self.tracker.start(cfg.name, tags={"prefect.flow_run_id": _flow_run_id() or "", "autobuild.space": cfg.space,
+                                                         "autobuild.run_dir": str(layout.root)})
+        self.parent.params(cfg.model_dump(mode="json"))
+        self.summary: dict[str, Any] = {
+            "status": "running", "name": cfg.name, "space": cfg.space, "target": cfg.target,
+            "evaluator": {"kind": cfg.evaluator.kind, "settings": cfg.evaluator.settings}, "search_method": cfg.search.method,
+            "budget": cfg.search.budget, "run_dir": str(layout.root), "mlflow_run_id": self.parent.run_id,
+            "mlflow_tracking_uri": self.tracker.uri if self.tracker.enabled else None, "prefect_flow_run_id": _flow_run_id(),
+            "stage_seconds": self.times, "stages": {},
+        }
+        self.evals = None
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - t, 3)
+
+    def used(self, stage: str, path: Path) -> None:
+        self.summary["stages"][stage] = self.layout.relative(path)
+
+    # ---- stages --------------------------------------------------------------------------------
+    def seeds(self, history: list, evals) -> None:
+        self.evals = evals
+        self.log.info("seed evaluations: %s", evals.counts())
+
+    def ranker_run(self):
+        child = self.tracker.start("ranker", parent=self.parent)
+        child.params({"ranker": self.cfg.ranker.model_dump(), "train": self.cfg.train.model_dump(), "target": self.cfg.target})
+        self._ranker = child
+        return lambda h: child.metrics({k: v for k, v in h.items() if k != "epoch" and not isinstance(v, (list, tuple))},
+                                       step=int(h.get("epoch", 0)))
+
+    def ranker(self, info: dict, rdir: Path) -> None:
+        child = self._ranker
+        child.params({"n_train": info["n_train"]})
+        child.metrics({"heldout_spearman": info["pred_spearman"], "train_seconds": info["seconds"],
+                       **{f"hop_spearman_{i}": v for i, v in enumerate(info["hop_spearman"])}})
+        if info.get("reused"):
+            for h in info.get("history", []):
+                child.metrics({k: v for k, v in h.items() if k != "epoch" and not isinstance(v, (list, tuple))}, step=int(h.get("epoch", 0)))
+        child.artifact(rdir / "ranker", "ranker")
+        for p in (plot_training(info.get("history", []), self.layout.plots / "training_curves.png", info.get("best_epoch")),
+                  plot_hops(info["hop_spearman"], self.layout.plots / "hop_spearman.png")):
+            if p:
+                child.artifact(p, "plots")
+        version = child.register(f"autobuild-ranker-{self.cfg.space}", "ranker", description=f"AutoBuild ranker for {self.cfg.space}, target {self.cfg.target}",
+                                 tags={"heldout_spearman": round(info["pred_spearman"], 4), "run_dir": str(self.layout.root)})
+        child.end()
+        self.used("ranker", rdir)
+        self.summary["ranker"] = {"heldout_spearman": info["pred_spearman"], "spearman_on": info["spearman_on"],
+                                  "hop_spearman": info["hop_spearman"], "best_epoch": info.get("best_epoch"),
+                                  "n_train": info["n_train"], "model_version": version, "path": str(rdir / "ranker")}
+
+    def scores(self, scores, importance, sdir: Path) -> None:
+        child = self.tracker.start("scoring", parent=self.parent)
+        for f in ("unit_scores.csv", "importance.csv", "op_effects.csv"):
+            child.artifact(sdir / f, "scores")
+        p = plot_unit_scores(scores, self.layout.plots / "unit_scores.png")
+        if p:
+            child.artifact(p, "plots")
+        child.metrics({"n_unit_configs": len(scores)})
+        self._scoring = child
+        self.used("scores", sdir)
+
+    def built(self, bp: dict, bdir: Path, history: list, space) -> None:
+        keys = {json.dumps(a, sort_keys=True, default=str) for a in bp["built"]}
+        built = [{"arch": space.format(r["arch"]), "values": r["values"]} for r in history
+                 if json.dumps(space.format(r["arch"]), sort_keys=True, default=str) in keys]
+        write_json_atomic(self.layout.built, {"built": built, "pruned": bp["pruned"]})
+        child = self._scoring
+        child.artifact(self.layout.built, "build")
+        if bp["pruned"]:
+            child.metrics({"pruned_size": float(bp["pruned"]["size"])})
+        for i, b in enumerate(built):
+            if b["values"]:
+                child.metrics({f"built_{i}_{self.names[0]}": b["values"][0]})
+        child.end()
+        self.used("build", bdir)
+        self.summary["built"] = built
+        self.summary["pruned"] = None if not bp["pruned"] else {"size": bp["pruned"]["size"], "k": bp["pruned"]["k"]}
+
+    def search_run(self):
+        """MLflow callbacks of the search: one metric point per evaluation, one child run per round."""
+        child = self.tracker.start(f"search-{self.cfg.search.method}", parent=self.parent)
+        child.params({"method": self.cfg.search.method, "budget": self.cfg.search.budget, "objectives": self.names})
+        self._search, best = child, {"v": None}
+        sign = 1 if self.cfg.objectives()[0].direction == "maximize" else -1
+
+        def on_trial(rec: dict) -> None:
+            m = {}
+            if rec.get("values") is not None:
+                v0 = rec["values"][0]
+                if best["v"] is None or sign * v0 > sign * best["v"]:
+                    best["v"] = v0
+                m = dict(zip(self.names, rec["values"]))
+            if best["v"] is not None:
+                m[f"best_{self.names[0]}"] = best["v"]
+            child.metrics(m, step=int(rec["n_eval"]))
+
+        def on_round(info: dict) -> None:
+            r = self.tracker.start(f"round-{info.get('round', 0)}", parent=child)
+            r.metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            if info.get("scores") is not None:
+                r.text(info["scores"].to_csv(index=False), "unit_scores.csv")
+            r.dict({k: v for k, v in info.items() if k != "scores"}, "round.json")
+            r.end()
+            self.log.info("round %s: %s evaluated, held-out Spearman %s", info.get("round"), info.get("n_evaluated"),
+                          rounded(info.get("val_spearman")))
+
+        return on_trial, on_round
+
+    def search(self, res: dict, sdir: Path) -> None:
+        out = self.layout.search_json("run")
+        write_json_atomic(out, res)
+        self._search.artifact(out, "search")
+        if res["best"] and res["best"]["values"]:
+            self._search.metrics({f"best_{self.names[0]}": res["best"]["values"][0], "n_eval": res["n_eval"]})
+        traj = [v if v is not None else math.nan for v in res["trajectory"]]
+        p = plot_search(traj, self.layout.plots / "search_progress.png", self.names[0], self.cfg.seeds.n)
+        if p:
+            self._search.artifact(p, "plots")
+        self._search.end()
+        self.used("search", sdir)
+        self.summary["search"] = {"method": res["method"], "n_eval": res["n_eval"], "best": res["best"],
+                                  "pareto_size": len(res["pareto"]), "rounds": len(res.get("rounds") or []),
+                                  "study_name": res["study_name"]}
+
+    def winners(self, winners: list[dict], final_settings: dict, final_counts: dict | None) -> None:
+        for w in winners:
+            child = self.tracker.start(f"winner-{w['rank']}", parent=self.parent)
+            child.params({"arch": json.dumps(w["arch"], default=str), "rank": w["rank"], "final_settings": final_settings})
+            if w["metrics"]:
+                child.metrics({f"final_{k}": v for k, v in w["metrics"].items()})
+            child.dict({"arch": w["arch"], "space": self.cfg.space, "metrics": w["metrics"], "search_metrics": w["search_metrics"]},
+                       "winner/arch.json")
+            w["model_version"] = child.register(f"autobuild-winner-{self.cfg.space}", "winner",
+                                                tags={"rank": w["rank"], "target": rounded(w["target"])})
+            child.end()
+        self.summary["winners"] = winners
+        if final_counts is not None:
+            self.summary["final_evaluations"] = final_counts
+        scored = [w for w in winners if w["target"] is not None]
+        sign = 1 if self.cfg.objectives()[0].direction == "maximize" else -1
+        if scored:
+            best = max(scored, key=lambda w: sign * w["target"])
+            self.summary["best"] = {"arch": best["arch"], "metrics": best["metrics"], "target": best["target"], "source": "winners"}
+
+    # ---- the end --------------------------------------------------------------------------------
+    def finish(self, error: BaseException | None = None) -> dict:
+        s = self.summary
+        s["status"] = "failed" if error is not None else "completed"
+        if error is not None:
+            s["error"] = f"{type(error).__name__}: {error}"
+        if self.evals is not None:
+            s["evaluations"] = self.evals.counts()
+        self.times["total"] = round(time.perf_counter() - self.t0, 3)
+        write_json_atomic(self.layout.summary, s)
+        try:
+            self._close_tracking(error is not None)
+        except Exception:
+            if error is None:
+                raise
+            traceback.print_exc()
+        self._prefect_artifacts()
+        self._log_outcome()
+        return s
+
+    def _close_tracking(self, failed: bool) -> None:
+        s, p = self.summary, self.parent
+        if self.evals is not None:
+            from evaluators import EvaluationStore
+
+            with EvaluationStore(self.evals.store) as st:
+                st.export(self.layout.evaluations_csv)
+            p.artifact(self.layout.evaluations_csv, "evaluations")
+        p.metrics({f"seconds_{k}": v for k, v in self.times.items()})
+        p.metrics({f"evaluations_{k}": v for k, v in (s.get("evaluations") or {}).items()})
+        if s.get("best") and s["best"].get("target") is not None:
+            p.metrics({f"best_{self.cfg.target}": s["best"]["target"]})
+        try:
+            from tasks.report import write_report
+
+            s["report"] = str(write_report(self.layout.root))
+        except Exception as e:  # a report problem must not fail a finished run
+            s["report_error"] = f"{type(e).__name__}: {e}"
+        write_json_atomic(self.layout.summary, s)
+        p.artifact(self.layout.summary)
+        if self.layout.report.is_file():
+            p.artifact(self.layout.report, "report")
+        p.end("FAILED" if failed else "FINISHED")
+
+    def _log_outcome(self) -> None:
+        s = self.summary
+        best = s.get("best") or {}
+        self.log.info("run %s %s in %.1f s: %s", s["name"], s["status"], self.times.get("total", 0.0), s.get("evaluations"))
+        if best:
+            self.log.info("best %s = %s: %s", self.cfg.target, rounded(best.get("target")), json.dumps(best.get("arch"), default=str))
+            self.log.info("its metrics: %s", rounded(best.get("metrics")))
+        for b in s.get("built") or []:
+            self.log.info("built: %s -> %s", json.dumps(b["arch"], default=str), rounded(b.get("values")))
+        if s.get("mlflow_run_id"):
+            self.log.info("MLflow run %s at %s", s["mlflow_run_id"], s.get("mlflow_tracking_uri"))
+        if s.get("report"):
+            self.log.info("report: %s", s["report"])
+
+    def _prefect_artifacts(self) -> None:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+        s = self.summary
+        ev, rk, best = s.get("evaluations") or {}, s.get("ranker") or {}, s.get("best") or {}
+        lines = [
+            f"# AutoBuild run `{s.get('name')}`: {s.get('status')}", "",
+            f"- space **{s.get('space')}**, evaluator **{s['evaluator']['kind']}**, target `{s.get('target')}`, "
+            f"search **{s.get('search_method')}**, budget {s.get('budget')}",
+            f"- evaluations: {ev.get('total', 0)} total, {ev.get('new', 0)} new, {ev.get('reused', 0)} reused, {ev.get('failed', 0)} failed",
+        ]
+        if rk:
+            lines.append(f"- ranker held-out Spearman {rk.get('heldout_spearman', float('nan')):.3f} ({rk.get('spearman_on')})")
+        if best:
+            lines.append(f"- best {s.get('target')} **{rounded(best.get('target'))}**: `{json.dumps(best.get('arch'), default=str)}`")
+        if s.get("error"):
+            lines.append(f"- error: {s['error']}")
+        lines += [f"- run directory: `{s.get('run_dir')}`; MLflow run `{s.get('mlflow_run_id')}`", "",
+                  "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in self.times.items()]
+        try:
+            create_markdown_artifact("\n".join(lines), key="autobuild-summary", description="AutoBuild run summary")
+            rows = [{"rank": w["rank"], "arch": json.dumps(w["arch"], default=str), **rounded(w.get("metrics") or {})}
+                    for w in s.get("winners", [])]
+            if rows:
+                create_table_artifact(rows, key="autobuild-winners", description="Winners re-evaluated with the final protocol")
+        except Exception:  # artifacts are a convenience; never fail the run for them
+            pass
