@@ -58,7 +58,6 @@ class TrainConfig(ConfigModel):
     select_by: Literal["pred", "pred+final_hop"] = Field(
         "pred", description="Validation score that picks the checkpoint: prediction Spearman, or its mean with the final hop's norm Spearman.")
     patience: Optional[int] = Field(None, ge=1, description="Stop after this many epochs without a better validation score (unset: train all epochs).")
-    compile: bool = Field(False, description="torch.compile the training step: several times faster per step after a one-off compile (about a minute, cached on disk); for long trainings.")
     device: str = Field("cpu", description="Torch device for training (cpu, cuda, cuda:0).")
     threads: int = Field(1, ge=0, description="Torch intra-op threads while training (0: leave torch's setting); ranker graphs are tiny, 1 is fastest.")
     progress: bool = Field(False, description="Show a progress bar on terminals.")
@@ -326,7 +325,6 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
         out = model(b)
         return ranker_loss(out.pred, yb, out.graph_norms(), train.rank_weight, train.tau, as_tensors=True)
 
-    compiled = _compiled(step_loss) if train.compile else None
     for epoch in epochs:
         model.train()
         order = tr_t[torch.randperm(len(tr_t), generator=gen)]
@@ -339,17 +337,7 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
             end = cuts[i + 1] if i + 1 < len(cuts) else len(order)
             ids = order[start:end]
             b, yb = gs.batch(ids).to(device), y_t[ids.to(device)]
-            if compiled is not None:
-                try:
-                    loss, p = compiled(b, yb)
-                except Exception as exc:  # a toolchain without a compiler, an unsupported op: train eagerly
-                    import warnings
-
-                    warnings.warn(f"train.compile: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training without it.")
-                    compiled = None
-                    loss, p = step_loss(b, yb)
-            else:
-                loss, p = step_loss(b, yb)
+            loss, p = step_loss(b, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if train.grad_clip:
@@ -410,11 +398,6 @@ def _selection_score(record: dict, select_by: str) -> float:
     if select_by == "pred+final_hop":
         score = 0.5 * (score + record["val_hop_spearman"][-1])
     return score if math.isfinite(score) else -math.inf
-
-
-def _compiled(fn):
-    """``fn`` under torch.compile with dynamic shapes (batches differ in node and edge counts)."""
-    return torch.compile(fn, dynamic=True)
 
 
 def _fast_optimiser(device: torch.device) -> dict:
