@@ -6,67 +6,71 @@ Three parts, following method.md §2:
   own tiny network ending in ONE scalar; the scalars are concatenated and passed through
   ``abs``. Coordinate *i* of a node's hop-0 embedding is therefore the score of that node's value
   of feature *i*, which is what makes per-value importance readable later.
-* :class:`Ranker` encoder: M message-passing layers (GATv2Conv, GraphConv or GINConv), each
-  followed by batch norm and ReLU, with a residual from the second layer on. ReLU (and the abs
-  at hop 0) keep every embedding non-negative, so ``||h_v^m||_1`` is a well-defined "size" of the
-  m-hop module ending at v.
+* :class:`Ranker` encoder: M message-passing layers (GATv2, GraphConv or GIN), each followed by
+  batch norm and ReLU, with a residual from the second layer on. ReLU (and the abs at hop 0) keep
+  every embedding non-negative, so ``||h_v^m||_1`` is a well-defined "size" of the m-hop module
+  ending at v.
 * Readout: the mean over nodes at every hop (kept for the ranking loss and for hop metrics), and
   a small MLP on the last hop regressing the standardised target.
 
-Only convolutions whose update at a node depends on that node's in-neighbours alone are offered
-(no symmetric degree normalisation), so a unit configuration scored on its own small graph gets
-exactly the embedding it would have inside a whole network (batch norm runs in eval mode then).
+The layers hold torch_geometric's parameters (same initialisation, same checkpoint keys) but run
+their own message passing (gathers and ``index_add_`` over the edge list): on graphs of ten-odd
+nodes PyG's generic propagate path spends more time in Python and bookkeeping than in arithmetic.
+The results equal PyG's layers (``tests/test_core_ranker.py``). Only convolutions whose update at a node depends on that node's
+in-neighbours alone are offered, so a unit configuration scored on its own small graph gets exactly
+the embedding it would have inside a whole network (batch norm runs in eval mode then).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import nn
 from torch_geometric.nn import GATv2Conv, GINConv, GraphConv
-from torch_geometric.utils import scatter
 
-from search_spaces.errors import ConfigError
 from search_spaces.graph import FeatureSpec, GraphBatch, split_schema
+
+from .config_model import ConfigModel
 
 GNN_TYPES = ("gatv2", "graphconv", "gin")
 
 
-class RankerConfig(BaseModel):
-    """Model hyper-parameters (the paper code's architecture)."""
+class RankerConfig(ConfigModel):
+    """Model hyper-parameters (the defaults are the paper code's, and the best measured)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    _section: str = "ranker"
 
-    gnn: Literal["gatv2", "graphconv", "gin"] = Field("gatv2", description="Message-passing layer type.")
-    hidden: int = Field(32, ge=1, description="Hidden width of the message-passing layers.")
-    layers: int = Field(4, ge=1, le=16, description="Message-passing layers M (hops scored: 0..M).")
-    fe_dim: int = Field(8, ge=1, description="Width of each feature's private embedding in the FE-MLP.")
-    head_hidden: int = Field(32, ge=1, description="Hidden width of the prediction head.")
+    gnn: str = Field("gatv2", description="Message-passing layer: gatv2, graphconv or gin.")
+    hidden: int = Field(32, ge=1, description="Width of every message-passing layer's node embedding.")
+    layers: int = Field(4, ge=1, le=16, description="Message-passing layers M; hops 0..M are scored.")
+    fe_dim: int = Field(8, ge=1, description="Width of each feature's private embedding / hidden layer in the FE-MLP.")
+    head_hidden: int = Field(32, ge=1, description="Hidden width of the regression head on the last hop.")
 
-    def __init__(self, **data):
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            raise ConfigError(_config_error("ranker", e)) from None
+    @field_validator("gnn")
+    @classmethod
+    def _known_gnn(cls, v: str) -> str:
+        if v not in GNN_TYPES:
+            from search_spaces.errors import suggest
 
-    def to_dict(self) -> dict:
-        return self.model_dump()
+            raise ValueError(f"not supported.{suggest(v, GNN_TYPES)} Choose one of {', '.join(GNN_TYPES)}")
+        return v
+
+    @classmethod
+    def preset(cls, name: str) -> "RankerConfig":
+        """The named preset's ranker settings ("default" or "paper"); see ``autobuild_core.train.PRESETS``."""
+        if name not in RANKER_PRESETS:
+            from search_spaces.errors import ConfigError, suggest
+
+            raise ConfigError(f"Unknown ranker preset {name!r}.{suggest(name, RANKER_PRESETS)} Choose one of {', '.join(RANKER_PRESETS)}.")
+        return cls(**RANKER_PRESETS[name])
 
 
-def _config_error(section: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown setting"
-        parts.append(f"{section}.{loc}: {msg} (got {err.get('input')!r})")
-    return "; ".join(parts) + "."
+# The paper's model is also the best measured one: both presets share it.
+RANKER_PRESETS: dict[str, dict] = {"default": {}, "paper": {"gnn": "gatv2", "hidden": 32, "layers": 4, "fe_dim": 8, "head_hidden": 32}}
 
 
 class FeatureEncoder(nn.Module):
@@ -81,6 +85,8 @@ class FeatureEncoder(nn.Module):
         spans = [f.high - f.low for f in self.cont_features]
         self.register_buffer("cont_low", torch.tensor(lows, dtype=torch.float32), persistent=False)
         self.register_buffer("cont_span", torch.tensor(spans, dtype=torch.float32), persistent=False)
+        sizes = torch.tensor([len(f.values) for f in self.cat_features], dtype=torch.long)
+        self.register_buffer("cat_offset", torch.cumsum(sizes, 0) - sizes, persistent=False)
         # output coordinate order: categorical-like features, then continuous ones
         self.feature_order = [f.name for f in self.cat_features] + [f.name for f in self.cont_features]
 
@@ -90,17 +96,23 @@ class FeatureEncoder(nn.Module):
 
     def signed(self, x_cat: torch.Tensor, x_cont: torch.Tensor) -> torch.Tensor:
         """The per-feature scalars before abs() (the read-out uses these too)."""
-        cols = [m(x_cat[:, i]) for i, m in enumerate(self.cat)]
+        cols = []
+        if self.cat_features:
+            # embedding -> linear of a categorical value is a lookup in a [values] table: build the
+            # tables of all features (tiny) and look every node up at once
+            table = torch.cat([m[1](m[0].weight) for m in self.cat]).view(-1)
+            cols.append(table[x_cat + self.cat_offset])
         if self.cont_features:
             z = (x_cont - self.cont_low) / self.cont_span
             cols += [m(z[:, i : i + 1]) for i, m in enumerate(self.cont)]
-        return torch.cat(cols, dim=1)
+        return torch.cat(cols, dim=1) if len(cols) > 1 else cols[0]
 
     def forward(self, x_cat: torch.Tensor, x_cont: torch.Tensor) -> torch.Tensor:
         return self.signed(x_cat, x_cont).abs()
 
 
 def _make_conv(kind: str, d_in: int, d_out: int) -> nn.Module:
+    """The PyG layer whose parameters (and initialisation) a hop uses; :func:`_conv` runs it."""
     if kind == "gatv2":
         return GATv2Conv(d_in, d_out, heads=1, add_self_loops=True)
     if kind == "graphconv":
@@ -110,14 +122,44 @@ def _make_conv(kind: str, d_in: int, d_out: int) -> nn.Module:
     raise ValueError(kind)
 
 
+def _conv(conv: nn.Module, h: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, att_src: torch.Tensor, att_dst: torch.Tensor) -> torch.Tensor:
+    """One message-passing layer with PyG's semantics, as gathers and ``index_add_`` over edges.
+
+    ``src``/``dst``: the graph's edges (source -> target); ``att_src``/``att_dst``: what GATv2
+    attends over: every node's self-loop plus its in-edges other than self-loops (PyG removes
+    existing self-loops and adds one per node).
+    """
+    n = h.shape[0]
+    if isinstance(conv, GATv2Conv):
+        xl, xr = conv.lin_l(h), conv.lin_r(h)
+        xj = xl.index_select(0, att_src)
+        e = F.leaky_relu(xj + xr.index_select(0, att_dst), conv.negative_slope) @ conv.att.view(-1)
+        # softmax over each node's incoming edges, shifted by the node's max logit (no gradient needed)
+        top = e.new_full((n,), float("-inf")).scatter_reduce_(0, att_dst, e.detach(), "amax")
+        ex = torch.exp(e - top.index_select(0, att_dst))
+        alpha = ex / ex.new_zeros(n).index_add_(0, att_dst, ex).index_select(0, att_dst)
+        out = h.new_zeros(n, xl.shape[1]).index_add_(0, att_dst, alpha.unsqueeze(1) * xj)
+        return out + conv.bias if conv.bias is not None else out
+    # sum over in-edges (self-loops included, as PyG's add aggregation does)
+    agg = h.new_zeros(h.shape).index_add_(0, dst, h.index_select(0, src))
+    if isinstance(conv, GraphConv):
+        return conv.lin_rel(agg) + conv.lin_root(h)
+    if isinstance(conv, GINConv):
+        return conv.nn((1 + conv.eps) * h + agg)
+    raise TypeError(type(conv).__name__)
+
+
 @dataclass
 class RankerOutput:
     pred: torch.Tensor  # [B] standardised target prediction
     node_h: list  # M+1 tensors [N, dim_m]
     graph_h: list  # M+1 tensors [B, dim_m]
+    norms: torch.Tensor | None = None  # [B, M+1], filled by Ranker.forward
 
     def graph_norms(self) -> torch.Tensor:
         """[B, M+1] L1 norms of the graph embedding at each hop (the hop scores)."""
+        if self.norms is not None:
+            return self.norms
         return torch.stack([h.sum(dim=1) for h in self.graph_h], dim=1)  # non-negative: sum == L1
 
 
@@ -128,25 +170,39 @@ class Ranker(nn.Module):
         self.features = tuple(features)
         self.fe = FeatureEncoder(self.features, self.cfg.fe_dim)
         dims = [self.fe.out_dim] + [self.cfg.hidden] * self.cfg.layers
+        self.dims = dims
         self.convs = nn.ModuleList(_make_conv(self.cfg.gnn, dims[i], dims[i + 1]) for i in range(self.cfg.layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(dims[i + 1]) for i in range(self.cfg.layers))
         self.head = nn.Sequential(nn.Linear(self.cfg.hidden, self.cfg.head_hidden), nn.ReLU(), nn.Linear(self.cfg.head_hidden, 1))
+        # [sum of hop widths, M+1] block indicator: concatenated graph embeddings -> hop L1 norms in one matmul
+        hop_of = torch.repeat_interleave(torch.arange(len(dims)), torch.tensor(dims))
+        self.register_buffer("hop_sum", F.one_hot(hop_of, len(dims)).float(), persistent=False)
 
     @property
     def num_hops(self) -> int:
         return self.cfg.layers + 1
 
     def node_embeddings(self, x_cat: torch.Tensor, x_cont: torch.Tensor, edge_index: torch.Tensor) -> list:
+        """Node embeddings at hops 0..M (``edge_index``: [2, E], source -> target)."""
+        src, dst = edge_index[0], edge_index[1]
+        att_src = att_dst = None
+        if self.cfg.gnn == "gatv2":
+            loops = torch.arange(x_cat.shape[0], device=x_cat.device)
+            keep = src != dst
+            att_src, att_dst = torch.cat([loops, src[keep]]), torch.cat([loops, dst[keep]])
         h = self.fe(x_cat, x_cont)
         hs = [h]
         for m, (conv, bn) in enumerate(zip(self.convs, self.norms)):
-            out = torch.relu(bn(conv(h, edge_index)))
+            out = torch.relu(bn(_conv(conv, h, src, dst, att_src, att_dst)))
             h = out + h if m >= 1 else out  # residual from the second layer on
             hs.append(h)
         return hs
 
     def forward(self, batch: GraphBatch) -> RankerOutput:
         hs = self.node_embeddings(batch.x_cat, batch.x_cont, batch.edge_index)
-        ghs = [scatter(h, batch.batch, dim=0, dim_size=batch.num_graphs, reduce="mean") for h in hs]
+        counts = batch.graph_sizes() if batch.sizes is None else batch.sizes
+        cat = torch.cat(hs, dim=1)
+        g = cat.new_zeros(batch.num_graphs, cat.shape[1]).index_add_(0, batch.batch, cat) / counts.clamp(min=1).unsqueeze(1).to(cat.dtype)
+        ghs = list(g.split(self.dims, dim=1))
         pred = self.head(ghs[-1]).squeeze(-1)
-        return RankerOutput(pred, hs, ghs)
+        return RankerOutput(pred, hs, ghs, g @ self.hop_sum)

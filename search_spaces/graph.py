@@ -102,16 +102,25 @@ class ArchGraph:
 
 @dataclass
 class GraphBatch:
-    """Several graphs as one disconnected graph, in PyG's convention (``batch`` maps node -> graph)."""
+    """Several graphs as one disconnected graph, in PyG's convention (``batch`` maps node -> graph).
+
+    ``sizes``: the node count of each graph (computed from ``batch`` when absent).
+    """
 
     x_cat: torch.Tensor
     x_cont: torch.Tensor
     edge_index: torch.Tensor
     batch: torch.Tensor
     num_graphs: int
+    sizes: torch.Tensor | None = None
+
+    def graph_sizes(self) -> torch.Tensor:
+        return torch.bincount(self.batch, minlength=self.num_graphs)
 
     def to(self, device) -> "GraphBatch":
-        return GraphBatch(self.x_cat.to(device), self.x_cont.to(device), self.edge_index.to(device), self.batch.to(device), self.num_graphs)
+        sizes = None if self.sizes is None else self.sizes.to(device)
+        return GraphBatch(self.x_cat.to(device), self.x_cont.to(device), self.edge_index.to(device), self.batch.to(device),
+                          self.num_graphs, sizes)
 
 
 class GraphSet:
@@ -180,7 +189,7 @@ class GraphSet:
         batch_vec = torch.repeat_interleave(torch.arange(len(ids)), nn_)
         edge_graph = torch.repeat_interleave(torch.arange(len(ids)), self.n_edges[ids])
         ei = self.edge_local[:, edge_idx] + new_node_offset[edge_graph].unsqueeze(0)
-        return GraphBatch(self.x_cat[node_idx], self.x_cont[node_idx], ei, batch_vec, len(ids))
+        return GraphBatch(self.x_cat[node_idx], self.x_cont[node_idx], ei, batch_vec, len(ids), nn_)
 
     def exit_node_global_index(self, ids: torch.Tensor, local_exit: torch.Tensor) -> torch.Tensor:
         """Row, inside ``batch(ids)``, of each graph's node ``local_exit[i]``."""

@@ -192,3 +192,130 @@ def test_ridge_baseline(nb201_data):
     space, archs, y = nb201_data
     rho = ridge_spearman(space, archs[:300], y[:300], archs[300:800], y[300:800])
     assert 0.3 < rho < 1.0
+
+
+# ---- message passing, checkpoint selection, configs and presets --------------------------------
+
+@pytest.mark.parametrize("gnn", ["gatv2", "graphconv", "gin"])
+def test_own_message_passing_equals_pyg_layers(gnn):
+    """The ranker runs its own gathers/index_add over PyG's parameters: same numbers as PyG's layers."""
+    from torch_geometric.utils import scatter
+
+    for name in ("nb201", "ofa_mbv3"):
+        space = get_space(name)
+        torch.manual_seed(0)
+        model = Ranker(space.features, RankerConfig(gnn=gnn)).train()
+        b = GraphSet([space.to_graph(a) for a in space.sample(24, seed=2)]).batch(torch.arange(23, -1, -1))
+        out = model(b)
+        h = model.fe(b.x_cat, b.x_cont)
+        ref = [h]
+        for m, (conv, bn) in enumerate(zip(model.convs, model.norms)):
+            o = torch.relu(bn(conv(h, b.edge_index)))
+            h = o + h if m >= 1 else o
+            ref.append(h)
+        for mine, theirs in zip(out.node_h, ref):
+            torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
+        g_ref = torch.stack([scatter(x, b.batch, dim=0, reduce="mean").sum(1) for x in ref], 1)
+        torch.testing.assert_close(out.graph_norms(), g_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_best_checkpoint_is_kept_and_its_val_spearman_reported(nb201_data, tmp_path):
+    space, archs, y = nb201_data
+    cfg = TrainConfig(epochs=40, lr=3e-3, val_fraction=0.25, eval_every=4, seed=5)
+    tr = train_ranker(space, archs[:160], y[:160], train=cfg)
+    checked = [h for h in tr.history if "val_pred_spearman" in h]
+    assert len(checked) == 10 and tr.meta["checkpoint"] == "best"
+    best = max(checked, key=lambda h: h["val_pred_spearman"])
+    assert tr.best_epoch == best["epoch"] and tr.val_spearman == pytest.approx(best["val_pred_spearman"])
+    assert [h["epoch"] for h in tr.history if h.get("best")][-1] == tr.best_epoch
+    # recompute on the validation split with the saved model: the reported figure is what it has
+    val_idx = np.random.default_rng(cfg.seed).permutation(160)[: tr.meta["n_val"]]
+    again = TrainedRanker.load(tr.save(tmp_path / "r"))
+    assert again.best_epoch == tr.best_epoch and again.val_spearman == tr.val_spearman
+    rep = again.evaluate([archs[i] for i in val_idx], y[val_idx])
+    # not bit-equal: isomorphic NB-201 cells predict equal values up to float rounding, which can
+    # order them differently in another batch composition
+    assert rep["pred_spearman"] == pytest.approx(tr.val_spearman, abs=5e-3)
+    assert rep["hop_spearman"] == pytest.approx(tr.val_hop_spearman, abs=5e-3)
+    final = [h for h in checked if h["epoch"] == 40][0]
+    if abs(final["val_pred_spearman"] - tr.val_spearman) > 0.02:  # the kept weights are not the last ones
+        assert abs(rep["pred_spearman"] - final["val_pred_spearman"]) > 0.01
+
+
+def test_last_weights_with_few_validation_archs_or_keep_last(nb201_data):
+    space, archs, y = nb201_data
+    few = train_ranker(space, archs[:40], y[:40], train=TrainConfig(epochs=6, eval_every=2))  # 4 held out: < MIN_VAL_ARCHS
+    assert few.meta["checkpoint"] == "last" and few.best_epoch == 6
+    last = train_ranker(space, archs[:100], y[:100], train=TrainConfig(epochs=6, eval_every=2, keep="last"))
+    assert last.meta["checkpoint"] == "last" and last.best_epoch == 6
+    assert last.val_spearman == pytest.approx(last.history[-1]["val_pred_spearman"])
+    none = train_ranker(space, archs[:40], y[:40], train=TrainConfig(epochs=2, val_fraction=0.0))
+    assert none.val_spearman is None and none.meta["n_val"] == 0
+
+
+def test_patience_stops_early(nb201_data):
+    space, archs, y = nb201_data
+    tr = train_ranker(space, archs[:120], y[:120], train=TrainConfig(epochs=400, lr=1e-2, eval_every=1, patience=3, val_fraction=0.2))
+    assert tr.meta["epochs_run"] < 400 and tr.meta["epochs_run"] - tr.best_epoch == 3
+
+
+def test_configs_are_pydantic_and_reject_bad_values_clearly():
+    tc = TrainConfig(lr=1e-3, epochs=400)
+    assert tc.to_dict() == tc.model_dump() and tc.to_dict()["epochs"] == 400
+    assert TrainConfig(**tc.to_dict()) == tc and RankerConfig(**RankerConfig().model_dump()) == RankerConfig()
+    assert all(f.description for f in TrainConfig.model_fields.values())
+    assert all(f.description for f in RankerConfig.model_fields.values())
+    with pytest.raises(ConfigError, match=r"train\.lr=0.*greater than 0"):
+        TrainConfig(lr=0)
+    with pytest.raises(ConfigError, match=r"train\.val_fraction=0\.95"):
+        TrainConfig(val_fraction=0.95)
+    with pytest.raises(ConfigError, match=r"train\.lrate is not a setting"):
+        TrainConfig(lrate=1e-3)
+    with pytest.raises(ConfigError, match=r"train\.keep='first'"):
+        TrainConfig(keep="first")
+    with pytest.raises(ConfigError, match=r"ranker\.hidden=0"):
+        RankerConfig(hidden=0)
+    with pytest.raises(ConfigError, match=r"ranker\.gnn='gcn'.*Choose one of gatv2"):
+        RankerConfig(gnn="gcn")
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        tc.epochs = 0  # assignment is validated too
+
+
+def test_presets():
+    from autobuild_core.train import PRESETS, preset
+
+    assert set(PRESETS) == {"default", "paper"}
+    assert PRESETS["default"]["train"] == TrainConfig() and PRESETS["default"]["ranker"] == RankerConfig()
+    paper = TrainConfig.preset("paper")
+    assert (paper.lr, paper.epochs, paper.batch_size, paper.weight_decay, paper.grad_clip, paper.keep) == (1e-4, 200, 128, 1e-5, 5.0, "last")
+    assert TrainConfig().lr == 1e-3 and TrainConfig().keep == "best"
+    assert TrainConfig.preset("paper", epochs=10).epochs == 10
+    assert preset("paper") == (RankerConfig.preset("paper"), paper)
+    with pytest.raises(ConfigError, match="Unknown training preset 'papr'.*paper"):
+        TrainConfig.preset("papr")
+
+
+def test_checkpoints_saved_before_selection_still_load(tmp_path, trained):
+    path = trained.save(tmp_path / "old")
+    meta = json.loads((path / "ranker.json").read_text())
+    meta.pop("checkpoint")
+    for k in ("keep", "select_by", "patience"):
+        meta["train_config"].pop(k)
+    meta["train_config"].update(lr=1e-4, eval_every=10)
+    (path / "ranker.json").write_text(json.dumps(meta))
+    old = TrainedRanker.load(path)
+    assert old.train_config.keep == "last" and old.val_spearman is None and old.best_epoch is None
+    np.testing.assert_array_equal(old.predict(get_space("nb201").sample(5, seed=0)), trained.predict(get_space("nb201").sample(5, seed=0)))
+
+
+def test_bench_ranker_train_size_may_equal_training_table_with_test_table(tmp_path, shared_dir):
+    from benchmarks.ranker import bench_ranker
+
+    df = pd.read_csv(shared_dir / "data" / "nb201" / "nb201_cifar10.csv")
+    df.iloc[:40].to_csv(tmp_path / "train.csv", index=False)
+    df.iloc[40:80].to_csv(tmp_path / "test.csv", index=False)
+    res = bench_ranker("nb201", str(tmp_path / "train.csv"), test_table=str(tmp_path / "test.csv"), train_size=40, test_size=30,
+                       repeats=1, epochs=2, log=lambda s: None)
+    assert res["n_train"] == 40 and res["n_test"] == 30 and res["lr"] == TrainConfig().lr and res["epochs"] == 2
+    with pytest.raises(ConfigError, match="train-size"):
+        bench_ranker("nb201", str(tmp_path / "train.csv"), train_size=40, repeats=1, epochs=2, log=lambda s: None)
