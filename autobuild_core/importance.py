@@ -221,7 +221,7 @@ def _all_archs(space) -> list:
     return out
 
 
-def effect_contexts(space, n_context: int = 2048, seed: int = 0) -> list:
+def effect_contexts(space, n_context: int = 16384, seed: int = 0) -> list:
     """The architectures effects are averaged over: the whole space when it has at most
     ``n_context`` encodings, else ``n_context`` stratified uniform samples (every value appears).
 
@@ -235,7 +235,7 @@ def effect_contexts(space, n_context: int = 2048, seed: int = 0) -> list:
     return space.sample(n_context, seed=seed, stratified=True)
 
 
-def op_effects(models, space=None, n_context: int = 2048, seed: int = 0, contexts: Sequence | None = None,
+def op_effects(models, space=None, n_context: int = 16384, seed: int = 0, contexts: Sequence | None = None,
                kinds: Sequence[str] = DEFAULT_KINDS, by: str | None = None, bins: int = 4, level: float = 0.95,
                n_boot: int = 200) -> pd.DataFrame:
     """The ranker's estimate of each feature value's effect on the target, with an interval.
