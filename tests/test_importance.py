@@ -1,7 +1,7 @@
 """Feature-value read-outs (autobuild_core/importance.py) against real data.
 
 The op-effect read-out is checked where ground truth is known exactly: on the full NAS-Bench-201
-table, a small bootstrap ensemble trained on a few hundred cells must order the five ops as the
+table, a small bootstrap ensemble trained on 500 cells must order the five ops as the
 measured effects do, with the signs of the clear effects matching and intervals that bracket the
 estimates. The same read-out must run from the schema alone on the other spaces.
 """
@@ -42,12 +42,12 @@ def test_op_effects_order_and_signs_on_nb201(nb201):
     from autobuild_core.train import TrainConfig
 
     space, archs, y = nb201
-    idx = np.random.default_rng(7).permutation(len(archs))[:300]
-    ens = train_ensemble(space, [archs[i] for i in idx], y[idx], n_models=3, train=TrainConfig(lr=1e-3, epochs=60, val_fraction=0.0), seed=7)
+    idx = np.random.default_rng(7).permutation(len(archs))[:500]
+    ens = train_ensemble(space, [archs[i] for i in idx], y[idx], n_models=3, train=TrainConfig(lr=1e-3, epochs=100, val_fraction=0.0), seed=7)
     eff = op_effects(ens, space, n_context=4096, seed=7)
     ops = eff[eff["feature"] == "op"].set_index("value")
     assert list(ops.sort_values("effect", ascending=False).index) == ["nor_conv_3x3", "nor_conv_1x1", "skip_connect", "avg_pool_3x3", "none"]
-    for op in ("none", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"):  # skip's +0.12 is below what 300 cells resolve
+    for op in ("none", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"):  # skip's +0.12: its sign is not reliably resolved (see the effects study)
         assert np.sign(ops.loc[op, "effect"]) == np.sign(NB201_TRUTH[op]), op
     assert (eff["ci_low"] <= eff["effect"]).all() and (eff["effect"] <= eff["ci_high"]).all()
     assert (eff["sd_models"] > 0).all() and (eff["n_models"] == 3).all()
