@@ -21,6 +21,10 @@ Parts (``--parts``):
 * ``ablation``: at 500 training cells: no ranking loss, GNN type, hidden size.
 * ``pruned`` (not part of the default set; run with ``--seed 1000 --repeats 6``, tuning seeds):
   the best cell inside AutoBuild's pruned space before any search, per unit scoring.
+* ``effects`` (not part of the default set): the op-effect read-out (``op_effects`` of a small
+  bootstrap ensemble) against the ground-truth op effects per training size and repeat: order,
+  per-op sign, interval coverage, beside the paper's FE-MLP read-out and the plain training-data
+  marginals. Writes a PNG beside ``--json``.
 * ``ofa``: OFA-MobileNetV3 ImageNet subnets (723 distinct): 90/10-split prediction and hop
   Spearman vs ridge (``benchmarks.ranker.bench_ranker``), then one ranker on all of them for the
   read-outs: per unit, which expansion ratio and kernel size score highest (configuration scores
@@ -106,15 +110,36 @@ def unit_score_checks(scores, truth: NB201Truth) -> list[dict]:
 
 
 def op_importance_check(trained, truth: NB201Truth) -> dict:
-    from autobuild_core.importance import feature_importance
+    """The paper's FE-MLP read-out (|scalar| per op) against the op effects (key kept for docs)."""
+    from autobuild_core.importance import fe_mlp_readout
     from autobuild_core.metrics import spearman
 
-    imp = feature_importance(trained, truth.space)
+    imp = fe_mlp_readout(trained, truth.space)
     sub = imp[(imp["feature"] == "op") & (imp["value"] != "-")]
     ops = list(sub["value"])
     eff = [truth.op_effect[o] for o in ops]
     return {"spearman": spearman(sub["score"].values, eff), "fe_order": [o for _, o in sorted(zip(-sub["score"].values, ops))],
             "truth_order": sorted(truth.op_effect, key=lambda o: -truth.op_effect[o]), "fe_scores": dict(zip(ops, sub["score"].astype(float)))}
+
+
+def op_effect_check(effects: pd.DataFrame, truth: NB201Truth) -> dict:
+    """An ``op_effects``/``value_effects`` table's op rows against the ground-truth op effects:
+    order, per-op sign, Spearman and whether each interval covers the truth."""
+    from autobuild_core.metrics import spearman
+
+    sub = effects[effects["feature"] == "op"].set_index("value")
+    ops = sorted(truth.op_effect, key=lambda o: -truth.op_effect[o])
+    est = {o: float(sub.loc[o, "effect"]) for o in ops}
+    order = sorted(ops, key=lambda o: -est[o])
+    signs = {o: bool(np.sign(est[o]) == np.sign(truth.op_effect[o])) for o in ops}
+    out = {"effect": est, "order": order, "order_correct": order == ops, "sign_match": signs, "all_signs_match": all(signs.values()),
+           "spearman": spearman([est[o] for o in ops], [truth.op_effect[o] for o in ops])}
+    if "ci_low" in sub.columns:
+        out["ci_low"] = {o: float(sub.loc[o, "ci_low"]) for o in ops}
+        out["ci_high"] = {o: float(sub.loc[o, "ci_high"]) for o in ops}
+        out["covers_truth"] = {o: bool(out["ci_low"][o] <= truth.op_effect[o] <= out["ci_high"][o]) for o in ops}
+        out["sign_established"] = {o: bool(out["ci_low"][o] > 0 or out["ci_high"][o] < 0) for o in ops}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +169,10 @@ def train_eval(truth: NB201Truth, n_train: int, seed: int, epochs: int, lr: floa
     out = {"n_train": n_train, "seed": seed, "train_seconds": train_s, "pred_spearman": rep["pred_spearman"],
            "hop_spearman": rep["hop_spearman"], "ridge_spearman": ridge_spearman(truth.space, tr_a, truth.y[tr], te_a, truth.y[te])}
     if scoring:
+        from autobuild_core.importance import op_effects
+
         out["op_importance"] = op_importance_check(trained, truth)
+        out["op_effects"] = op_effect_check(op_effects(trained, truth.space, n_context=2048, seed=seed), truth)
         for method in ("paper", "marginal"):
             t1 = time.perf_counter()
             sc = score_units(trained, truth.space, method=method, n_context=n_context, seed=seed)
@@ -206,6 +234,128 @@ def ablation_study(truth, n_train, repeats, epochs, lr, seed, log) -> dict:
         a = out[name]
         log(f"  {name:38s}: pred {a['pred_spearman']:.3f} ± {a['pred_spearman_std']:.3f}  hops {', '.join(f'{h:.2f}' for h in a['hop_spearman'])}")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Op-effect read-out vs ground truth (NB-201)
+# ---------------------------------------------------------------------------------------------
+EFFECT_SIZES = (50, 100, 200, 500)
+
+
+def effects_study(truth: NB201Truth, sizes=EFFECT_SIZES, repeats: int = 10, n_models: int = 3, epochs: int = 100, lr: float = 1e-3,
+                  n_context: int = 16384, seed: int = 0, log=print) -> dict:
+    """Per training size and repeat (training cells drawn with seed + r): the op-effect read-out
+    of a bootstrap ensemble (``op_effects``), the paper's FE-MLP read-out of its first member and
+    the plain training-data marginals (``value_effects`` on the training cells), each against the
+    ground-truth op effects."""
+    from autobuild_core.importance import fe_mlp_readout, op_effects, train_ensemble, value_effects
+    from autobuild_core.train import TrainConfig
+
+    out: dict = {"truth": truth.op_effect, "settings": {"sizes": list(sizes), "repeats": repeats, "n_models": n_models, "epochs": epochs,
+                                                        "lr": lr, "n_context": n_context, "seed": seed}, "sizes": {}}
+    for n in sizes:
+        runs = []
+        for r in range(repeats):
+            s = seed + r
+            tr, _ = _split(len(truth.archs), n, 0, s)
+            archs, y = [truth.archs[i] for i in tr], truth.y[tr]
+            t0 = time.perf_counter()
+            ens = train_ensemble(truth.space, archs, y, n_models=n_models, train=TrainConfig(lr=lr, epochs=epochs, val_fraction=0.0), seed=s)
+            eff = op_effects(ens, truth.space, n_context=n_context, seed=s)
+            run = {"seed": s, "seconds": time.perf_counter() - t0, "readout": op_effect_check(eff, truth),
+                   "data": op_effect_check(value_effects(truth.space, archs, y), truth), "fe_mlp": op_importance_check(ens[0], truth)}
+            runs.append(run)
+            x = run["readout"]
+            log(f"  effects n={n:4d} seed {s}: order {'ok ' if x['order_correct'] else 'BAD'} signs {'ok ' if x['all_signs_match'] else 'BAD'} "
+                f"rho {x['spearman']:.2f}  " + " ".join(f"{o[:6]} {x['effect'][o]:+.2f}" for o in x["order"])
+                + f"  | data rho {run['data']['spearman']:.2f}, FE-MLP rho {run['fe_mlp']['spearman']:.2f}  ({run['seconds']:.0f}s)")
+        ops = list(truth.op_effect)
+        agg = {"repeats": len(runs)}
+        for key in ("readout", "data"):
+            agg[key] = {"order_correct": float(np.mean([r[key]["order_correct"] for r in runs])),
+                        "all_signs_match": float(np.mean([r[key]["all_signs_match"] for r in runs])),
+                        "sign_match": {o: float(np.mean([r[key]["sign_match"][o] for r in runs])) for o in ops},
+                        "spearman": mean_std([r[key]["spearman"] for r in runs]),
+                        "effect": {o: mean_std([r[key]["effect"][o] for r in runs]) for o in ops}}
+        agg["readout"]["coverage"] = {o: float(np.mean([r["readout"]["covers_truth"][o] for r in runs])) for o in ops}
+        agg["readout"]["sign_established"] = {o: float(np.mean([r["readout"]["sign_established"][o] for r in runs])) for o in ops}
+        agg["readout"]["ci_halfwidth"] = {o: float(np.mean([(r["readout"]["ci_high"][o] - r["readout"]["ci_low"][o]) / 2 for r in runs])) for o in ops}
+        agg["fe_mlp"] = {"spearman": mean_std([r["fe_mlp"]["spearman"] for r in runs]),
+                         "score": {o: mean_std([r["fe_mlp"]["fe_scores"][o] for r in runs]) for o in ops}}
+        out["sizes"][str(n)] = {**agg, "runs": runs}
+        a = agg["readout"]
+        log(f"  effects n={n}: order correct {a['order_correct']:.0%}, all signs {a['all_signs_match']:.0%}, rho {a['spearman'][0]:.2f}; "
+            f"data rho {agg['data']['spearman'][0]:.2f}; FE-MLP rho {agg['fe_mlp']['spearman'][0]:.2f}")
+    return out
+
+
+def plot_effects(res: dict, path) -> None:
+    """Op effects vs ground truth (read-out with its interval, per size) beside the FE-MLP
+    read-out and the Spearman of each read-out with the truth; written headless (Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    truth = res["truth"]
+    ops = sorted(truth, key=lambda o: -truth[o])
+    sizes = list(res["sizes"])
+    fig = Figure(figsize=(14, 4.2))
+    FigureCanvasAgg(fig)
+    ax1, ax2, ax3 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2.2, 1.4, 1.2]})
+    x = np.arange(len(ops))
+    w = 0.8 / (len(sizes) + 1)
+    for i, n in enumerate(sizes):
+        a = res["sizes"][n]["readout"]
+        m = np.array([a["effect"][o][0] for o in ops])
+        hw = np.array([a["ci_halfwidth"][o] for o in ops])
+        ax1.errorbar(x + (i - len(sizes) / 2) * w, m, yerr=hw, fmt="o", capsize=3, ms=4,
+                     label=f"n={n}: order ok {a['order_correct']:.0%}, signs ok {a['all_signs_match']:.0%}")
+    ax1.scatter(x + (len(sizes) / 2) * w, [truth[o] for o in ops], marker="*", s=120, color="k", zorder=5, label="ground truth")
+    ax1.axhline(0, color="#777", lw=0.8)
+    ax1.set_xticks(x, ops, fontsize=8)
+    ax1.set_ylabel("effect on CIFAR-10 accuracy (points)")
+    ax1.set_title("op-effect read-out: mean over repeats, whiskers = mean 95% interval", fontsize=9)
+    ax1.legend(fontsize=7)
+    for i, n in enumerate(sizes):
+        f = res["sizes"][n]["fe_mlp"]["score"]
+        ax2.errorbar(x + (i - len(sizes) / 2) * w, [f[o][0] for o in ops], yerr=[f[o][1] for o in ops], fmt="s", capsize=3, ms=4, label=f"n={n}")
+    ax2.set_xticks(x, [o.replace("nor_", "").replace("_connect", "") for o in ops], fontsize=8)
+    ax2.set_ylabel("|FE-MLP scalar| (mean ± std over repeats)")
+    ax2.set_title("FE-MLP scalar (paper read-out; not an effect estimate)", fontsize=9)
+    ax2.legend(fontsize=7)
+    xs = [int(n) for n in sizes]
+    for key, label in (("readout", "op-effect read-out"), ("data", "training-data marginals"), ("fe_mlp", "FE-MLP scalar")):
+        ms = [res["sizes"][n][key]["spearman"] for n in sizes]
+        ax3.errorbar(xs, [m[0] for m in ms], yerr=[m[1] for m in ms], marker="o", capsize=3, label=label)
+    ax3.set_xscale("log"), ax3.set_xlabel("training cells"), ax3.set_ylabel("Spearman with ground-truth op effects")
+    ax3.axhline(0, color="#777", lw=0.8), ax3.set_ylim(-1.05, 1.05), ax3.legend(fontsize=7)
+    ax3.set_title("agreement with ground truth (mean ± std)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def md_effects(res: dict, png_name: str = "studies_effects.png") -> str:
+    """The Markdown section for docs/results.md (``benchmarks/all.py`` can append it as is)."""
+    st = res["settings"]
+    truth = res["truth"]
+    ops = sorted(truth, key=lambda o: -truth[o])
+    lines = ["## Op effects: read-out vs NAS-Bench-201 ground truth", "",
+             f"Command: `autobuild bench studies --parts effects --effect-sizes {','.join(str(s) for s in st['sizes'])} --repeats {st['repeats']} "
+             f"--effect-models {st['n_models']} --epochs {st['epochs']} --seed {st['seed']} --json docs/results/studies_effects.json` "
+             "(the PNG is written next to the JSON).", "",
+             f"Per repeat r (seed {st['seed']}+r): that many random training cells, an ensemble of {st['n_models']} rankers on bootstrap "
+             f"resamples ({st['epochs']} epochs, lr {st['lr']:g}), `op_effects` over all 15,625 cells. Ground truth (same definition on the "
+             "measured accuracies): " + ", ".join(f"{o} {truth[o]:+.2f}" for o in ops) + ".", "",
+             "| n train | order correct | all 5 signs match | sign match per op (" + ", ".join(ops) + ") | Spearman | 95% interval covers truth (per op) | "
+             "training-data marginals: order / signs / Spearman | FE-MLP Spearman |", "|---|---|---|---|---|---|---|---|"]
+    for n, a in res["sizes"].items():
+        r, d, f = a["readout"], a["data"], a["fe_mlp"]
+        lines.append(f"| {n} | {r['order_correct']:.0%} | {r['all_signs_match']:.0%} | " + " / ".join(f"{r['sign_match'][o]:.0%}" for o in ops)
+                     + f" | {r['spearman'][0]:.2f} ± {r['spearman'][1]:.2f} | " + " / ".join(f"{r['coverage'][o]:.0%}" for o in ops)
+                     + f" | {d['order_correct']:.0%} / {d['all_signs_match']:.0%} / {d['spearman'][0]:.2f} | {f['spearman'][0]:.2f} ± {f['spearman'][1]:.2f} |")
+    lines += ["", "Mean read-out per op (± std over repeats):", "", "| n train | " + " | ".join(ops) + " |", "|---|" + "---|" * len(ops)]
+    for n, a in res["sizes"].items():
+        lines.append(f"| {n} | " + " | ".join(f"{a['readout']['effect'][o][0]:+.2f} ± {a['readout']['effect'][o][1]:.2f}" for o in ops) + " |")
+    return "\n".join(lines + ["", f"![op effects]({png_name})", ""])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,12 +483,13 @@ def pruned_study(table: str, budgets=(50, 100, 200), seeds=range(1000, 1006), se
 # ---------------------------------------------------------------------------------------------
 def bench_studies(nb201_table: str | None, ofa_table: str | None, parts=("size", "lr", "ablation", "ofa"), sizes=DEFAULT_SIZES,
                   repeats: int = 3, large_repeats: int = 2, epochs: int = 100, lr: float = 1e-3, ofa_epochs: int = 100,
-                  ablation_size: int = 500, lr_sizes=(100, 1000), n_context: int = 64, seed: int = 0, log=print) -> dict:
+                  ablation_size: int = 500, lr_sizes=(100, 1000), n_context: int = 64, seed: int = 0, log=print,
+                  effect_sizes=EFFECT_SIZES, effect_models: int = 3) -> dict:
     t0 = time.perf_counter()
     out: dict = {"settings": {"parts": list(parts), "sizes": list(sizes), "repeats": repeats, "large_repeats": large_repeats, "epochs": epochs,
                               "lr": lr, "ofa_epochs": ofa_epochs, "ablation_size": ablation_size, "lr_sizes": list(lr_sizes),
                               "n_context": n_context, "seed": seed}, "skipped": {}}
-    nb_parts = [p for p in parts if p in ("size", "lr", "ablation")]
+    nb_parts = [p for p in parts if p in ("size", "lr", "ablation", "effects")]
     if nb_parts:
         if not nb201_table or not Path(nb201_table).is_file():
             for p in nb_parts:
@@ -352,6 +503,9 @@ def bench_studies(nb201_table: str | None, ofa_table: str | None, parts=("size",
             if "lr" in parts:
                 log("studies: learning rate (NB-201)")
                 out["lr"] = lr_study(truth, lr_sizes, repeats, epochs, seed, log)
+            if "effects" in parts:
+                log("studies: op-effect read-out vs ground truth (NB-201)")
+                out["effects"] = effects_study(truth, effect_sizes, repeats, effect_models, epochs, lr, seed=seed, log=log)
             if "ablation" in parts:
                 log("studies: ablations (NB-201)")
                 out["ablation"] = ablation_study(truth, ablation_size, repeats, epochs, lr, seed, log)
@@ -383,15 +537,20 @@ def run(args) -> int:
 
     torch.set_num_threads(1)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    bad = set(parts) - {"size", "lr", "ablation", "ofa", "pruned"}
+    bad = set(parts) - {"size", "lr", "ablation", "ofa", "pruned", "effects"}
     if bad:
-        raise ConfigError(f"unknown --parts {sorted(bad)}; choose from size, lr, ablation, ofa, pruned.")
+        raise ConfigError(f"unknown --parts {sorted(bad)}; choose from size, lr, ablation, ofa, pruned, effects.")
     res = bench_studies(args.table, args.ofa_table, parts, _ints(args.sizes), args.repeats, args.large_repeats, args.epochs, args.lr,
-                        args.ofa_epochs, args.ablation_size, _ints(args.lr_sizes), args.n_context, args.seed)
+                        args.ofa_epochs, args.ablation_size, _ints(args.lr_sizes), args.n_context, args.seed,
+                        effect_sizes=_ints(args.effect_sizes), effect_models=args.effect_models)
     for p, why in res["skipped"].items():
         print(f"skipped {p}: {why}")
     print(f"studies done in {res['seconds']:.0f}s")
     write_json(args.json, res)
+    if args.json and "effects" in res:
+        png = Path(args.json).with_suffix(".png")
+        plot_effects(res["effects"], png)
+        print(f"wrote {png}")
     return 0
 
 
@@ -410,6 +569,8 @@ def register(sub) -> None:
     p.add_argument("--ablation-size", type=int, default=500)
     p.add_argument("--lr-sizes", default="100,1000")
     p.add_argument("--n-context", type=int, default=64, help="contexts for marginal unit scoring on NB-201")
+    p.add_argument("--effect-sizes", default=",".join(str(s) for s in EFFECT_SIZES), help="training sizes of the effects part")
+    p.add_argument("--effect-models", type=int, default=3, help="bootstrap-trained rankers per read-out in the effects part")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json")
+    p.add_argument("--json", help="write the results here (with --parts effects, also a PNG of the same name)")
     p.set_defaults(func=run)

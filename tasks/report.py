@@ -166,6 +166,8 @@ class RunData:
     scores: pd.DataFrame | None = None
     importance: pd.DataFrame | None = None
     importance_source: str = ""
+    effects: pd.DataFrame | None = None
+    effects_source: str = ""
     built: list = field(default_factory=list)
     pruned: dict | None = None
     searches: dict = field(default_factory=dict)
@@ -231,6 +233,9 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
         if (sdir / "importance.csv").is_file():
             data.importance = pd.read_csv(sdir / "importance.csv")
             data.importance_source = "importance.csv of the scoring stage"
+        if (sdir / "op_effects.csv").is_file():
+            data.effects = pd.read_csv(sdir / "op_effects.csv")
+            data.effects_source = "op_effects.csv of the scoring stage"
 
     bj = _read_json(lay.built)
     if isinstance(bj, dict):
@@ -330,19 +335,76 @@ def _overview(d: RunData) -> str:
     return "".join(out)
 
 
+def _effects(d: RunData) -> str:
+    eff = d.effects
+    if eff is None and d.ranker_dir is not None:
+        # older runs (or a missing CSV): one saved ranker, so the interval covers contexts only
+        from autobuild_core.importance import op_effects
+
+        eff = op_effects(d.trained(), d.space(), n_context=1024, seed=0)
+        d.effects, d.effects_source = eff, "recomputed from the saved ranker (one ranker: the interval covers the sampled architectures only, not training-data uncertainty)"
+    if eff is None or len(eff) == 0:
+        return _note("No feature-value effects: neither the scoring stage's op_effects.csv nor a saved ranker is in this run directory.")
+    eff = eff.copy()
+    if "group" not in eff.columns:
+        eff["group"] = "all"
+    eff["group"] = eff["group"].fillna("all").astype(str)
+    n_models = int(eff["n_models"].iloc[0]) if "n_models" in eff.columns and len(eff) else None
+    level = float(eff["level"].iloc[0]) if "level" in eff.columns and len(eff) else 0.95
+    note = (f"<p>Source: {_e(d.effects_source)}. Effect of a feature value on the target, as the ranker predicts it: mean predicted target "
+            "of architectures holding the value (weighted by the share of the feature's nodes that hold it) minus the mean over all "
+            f"{_e(_fmt(eff['n_contexts'].iloc[0]) if 'n_contexts' in eff.columns else 'the sampled')} architectures averaged over, in the "
+            f"target's units. Bars: estimate; whiskers: {level:.0%} interval"
+            + (f" from {n_models} ranker(s) and a bootstrap over the architectures" if n_models else "")
+            + ". A whisker that crosses zero means the sign is not established.</p>")
+    panels = list(dict.fromkeys(zip(eff["feature"].astype(str), eff["group"])))
+    n = len(panels)
+    cols = min(3, n)
+    nrows = math.ceil(n / cols)
+    tallest = max(len(eff[(eff["feature"].astype(str) == f) & (eff["group"] == g)]) for f, g in panels)
+    fig = _figure(4.2 * cols, max(2.4, 0.26 * tallest + 1.0) * nrows)
+    axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
+    for ax, (f, g) in zip(axes, panels):
+        sub = eff[(eff["feature"].astype(str) == f) & (eff["group"] == g)]
+        vals = sub["effect"].to_numpy(dtype=float)
+        lo = sub["ci_low"].to_numpy(dtype=float) if "ci_low" in sub else vals
+        hi = sub["ci_high"].to_numpy(dtype=float) if "ci_high" in sub else vals
+        colors = ["#4477aa" if v >= 0 else "#cc6633" for v in vals]
+        ax.barh(range(len(vals)), vals, color=colors,
+                xerr=np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)]), capsize=3, ecolor="#333333")
+        ax.axvline(0, color="#555555", linewidth=0.8)
+        ax.set_yticks(range(len(vals)), [str(v) for v in sub["value"]], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f if g == "all" else f"{f} ({g})", fontsize=10)
+        ax.set_xlabel("effect on the target (model estimate)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    parts = [note, _img(fig, "Feature-value effects with intervals")]
+    cols_ = [c for c in ("feature", "group", "value", "effect", "ci_low", "ci_high", "sign_agreement", "rank", "n_models") if c in eff.columns]
+    rows = [[r[c] for c in cols_] for _, r in eff[cols_].iterrows()]
+    parts.append("<details><summary>All feature values</summary>"
+                 + _table(cols_, rows, [c in ("effect", "ci_low", "ci_high", "sign_agreement", "rank", "n_models") for c in cols_]) + "</details>")
+    return "".join(parts)
+
+
 def _importance(d: RunData) -> str:
+    from autobuild_core.importance import FE_MLP_LABEL
+
     imp = d.importance
     note = ""
     if imp is None and d.ranker_dir is not None:
         # older runs (or a missing CSV): the FE-MLP read-out needs nothing but the ranker
-        from autobuild_core.importance import feature_importance
+        from autobuild_core.importance import fe_mlp_readout
 
-        imp = feature_importance(d.trained(), d.space())
+        imp = fe_mlp_readout(d.trained(), d.space())
         d.importance, d.importance_source = imp, "recomputed from the saved ranker"
     if imp is None or len(imp) == 0:
-        return _note("No feature importance: neither the scoring stage's importance.csv nor a saved ranker is in this run directory.")
+        return _note("No FE-MLP read-out: neither the scoring stage's importance.csv nor a saved ranker is in this run directory.")
     if d.importance_source:
-        note = f"<p>Source: {_e(d.importance_source)}. Score: |FE-MLP scalar| of each feature value (hop 0); higher means the value contributes more to an architecture's score.</p>"
+        note = (f"<p>Source: {_e(d.importance_source)}. Value: |FE-MLP scalar| of each feature value (hop 0), the paper's read-out. "
+                "It is a magnitude the network may use in either direction: it does not say whether a value helps or hurts, and its "
+                "order can change from one training seed to the next. For what a value does to the target, see the effects section.</p>")
     feats = list(dict.fromkeys(imp["feature"].astype(str)))
     n = len(feats)
     cols = min(3, n)
@@ -356,22 +418,22 @@ def _importance(d: RunData) -> str:
         sub = imp[imp["feature"].astype(str) == f]
         labels = [str(v) for v in sub["value"]]
         vals = sub["score"].to_numpy(dtype=float)
-        best = int(np.nanargmax(vals)) if len(vals) and np.isfinite(vals).any() else -1
-        colors = ["#cc6633" if i == best else "#4477aa" for i in range(len(vals))]
-        ax.barh(range(len(vals)), vals, color=colors)
+        ax.barh(range(len(vals)), vals, color="#999999")
         ax.set_yticks(range(len(vals)), labels, fontsize=8)
         ax.invert_yaxis()
         kind = str(sub["kind"].iloc[0]) if "kind" in sub else ""
         ax.set_title(f"{f} ({kind})" if kind else f, fontsize=10)
-        ax.set_xlabel("importance", fontsize=8)
+        ax.set_xlabel("|FE-MLP scalar|", fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
     for ax in axes[n:]:
         ax.set_visible(False)
-    parts = [note, _img(fig, "FE-MLP importance per feature value")]
+    fig.suptitle(FE_MLP_LABEL, fontsize=10)
+    parts = [note, _img(fig, FE_MLP_LABEL)]
     cols_ = [c for c in ("feature", "kind", "value", "score", "count", "spread") if c in imp.columns]
     rows = [[r[c] for c in cols_] for _, r in imp[cols_].iterrows()]
     parts.append("<details><summary>All feature values</summary>"
-                 + _table(cols_, rows, [c in ("score", "count", "spread") for c in cols_]) + "</details>")
+                 + _table(["|FE-MLP scalar|" if c == "score" else c for c in cols_], rows, [c in ("score", "count", "spread") for c in cols_])
+                 + "</details>")
     return "".join(parts)
 
 
@@ -732,7 +794,8 @@ def _pareto(d: RunData) -> str:
 
 SECTIONS = (
     Section("overview", "Run overview", _overview),
-    Section("importance", "FE-MLP feature importance", _importance),
+    Section("effects", "Feature-value effects (model estimate)", _effects),
+    Section("importance", "FE-MLP scalars (paper read-out; not an effect estimate)", _importance),
     Section("units", "Top unit configurations", _unit_configs),
     Section("hops", "Per-hop Spearman", _hop_spearman),
     Section("training", "Ranker training curves", _training),

@@ -25,7 +25,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 INJECTED = '<script>alert("pwned")</script>'
-SECTION_TITLES = ("Run overview", "FE-MLP feature importance", "Top unit configurations", "Per-hop Spearman",
+SECTION_TITLES = ("Run overview", "Feature-value effects (model estimate)", "FE-MLP scalars (paper read-out; not an effect estimate)",
+                  "Top unit configurations", "Per-hop Spearman",
                   "Ranker training curves", "Built architecture", "Search trajectory", "Pareto front")
 OBJECTIVES = [{"expr": "cifar10_test_acc", "direction": "maximize"}, {"expr": "latency_pixel3", "direction": "minimize"}]
 
@@ -51,7 +52,7 @@ def _search_json(space, which: str, result, domain_size) -> dict:
 def make_run_dir(rd: Path, table: dict, n_seeds: int = 120, epochs: int = 8, budget: int = 16) -> Path:
     """A completed NB-201 run directory (accuracy vs Pixel-3 latency) in the pipeline's layout."""
     from autobuild_core.build import build_arch, prune_space
-    from autobuild_core.importance import feature_importance
+    from autobuild_core.importance import fe_mlp_readout, op_effects
     from autobuild_core.ranker import RankerConfig
     from autobuild_core.scoring import score_units
     from autobuild_core.search import run_search
@@ -74,11 +75,12 @@ def make_run_dir(rd: Path, table: dict, n_seeds: int = 120, epochs: int = 8, bud
             "n_train": len(archs), "seconds": 1.0, "history": trained.history, "key": key}
     (stage / "info.json").write_text(json.dumps(info, default=float))
     scores = score_units(trained, space)
-    imp = feature_importance(trained, space)
+    imp = fe_mlp_readout(trained, space)
     sdir = rd / "stages" / f"scores-{key}"
     sdir.mkdir(parents=True)
     scores.to_csv(sdir / "unit_scores.csv", index=False)
     imp.to_csv(sdir / "importance.csv", index=False)
+    op_effects(trained, space, n_context=256).to_csv(sdir / "op_effects.csv", index=False)
 
     built = space.format(build_arch(space, scores, imp))
     pruned = prune_space(space, scores, k=2, importance=imp)
@@ -141,12 +143,14 @@ def test_report_has_every_section_and_embedded_images(report, run_dir):
     assert 'class="error"' not in text, re.findall(r'class="error">[^<]*', text)
     assert 'class="note"' not in text.split('id="search"')[0], "a complete run must not need notes before the search"
     imgs = _images(text)
-    # stage times, importance, unit scores, hops, training, architecture, search, Pareto
-    assert len(imgs) >= 8 and len(imgs) == text.count("<img ")
+    # stage times, effects, FE-MLP, unit scores, hops, training, architecture, search, Pareto
+    assert len(imgs) >= 9 and len(imgs) == text.count("<img ")
     assert all(b.startswith(b"\x89PNG\r\n\x1a\n") and len(b) > 2000 for b in imgs)
     # numbers a reader looks for
     assert "node1" in text and "node3" in text and "nor_conv" in text
     assert "15,625" in text  # full space size in the search table
+    assert "op_effects.csv of the scoring stage" in text and "not an effect estimate" in text
+    assert ">importance<" not in text.lower() and "importance</" not in text.lower()  # nothing labelled "importance"
 
 
 def test_report_is_self_contained(report):
@@ -167,7 +171,7 @@ def test_injected_text_is_escaped(report):
 
 
 def test_missing_pieces_give_notes_not_failures(run_dir, tmp_path):
-    """A run without search files or the importance CSV still reports: importance is recomputed
+    """A run without search files or the read-out CSVs still reports: both read-outs are recomputed
     from the saved ranker; the search and Pareto sections say there was no search."""
     from tasks.report import write_report
 
@@ -176,9 +180,10 @@ def test_missing_pieces_give_notes_not_failures(run_dir, tmp_path):
     for p in rd.glob("search_*.json"):
         p.unlink()
     (rd / "stages" / "scores-k0" / "importance.csv").unlink()
+    (rd / "stages" / "scores-k0" / "op_effects.csv").unlink()
     text = write_report(rd, out=tmp_path / "partial.html").read_text()
     assert 'class="error"' not in text
-    assert "recomputed from the saved ranker" in text
+    assert "recomputed from the saved ranker" in text and "interval covers the sampled architectures only" in text
     assert "No search in this run" in text and "there is no Pareto front" in text
     assert not (rd / "report.html").exists()
 
