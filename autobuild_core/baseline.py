@@ -12,6 +12,14 @@ from .metrics import spearman
 
 
 def ridge_predict(space, train_archs: Sequence, y_train, test_archs: Sequence) -> np.ndarray:
+    """Fit ridge regression (alpha by cross-validation) on one-hot features and predict.
+
+    Args:
+        space: the search space (its ``one_hot`` gives the features).
+        train_archs: training architectures.
+        y_train: their targets.
+        test_archs: architectures to predict.
+    """
     x_tr = np.stack([space.one_hot(a) for a in train_archs])
     x_te = np.stack([space.one_hot(a) for a in test_archs])
     model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x_tr, np.asarray(y_train, dtype=float))
@@ -19,4 +27,13 @@ def ridge_predict(space, train_archs: Sequence, y_train, test_archs: Sequence) -
 
 
 def ridge_spearman(space, train_archs: Sequence, y_train, test_archs: Sequence, y_test) -> float:
+    """Spearman correlation of :func:`ridge_predict`'s predictions with ``y_test``.
+
+    Args:
+        space: the search space.
+        train_archs: training architectures.
+        y_train: their targets.
+        test_archs: held-out architectures.
+        y_test: their targets.
+    """
     return spearman(ridge_predict(space, train_archs, y_train, test_archs), y_test)

@@ -1,5 +1,5 @@
 """Building an architecture from the best-scored unit configurations, and pruning a space to the
-top-k configurations of each unit (method.md §4).
+top-k configurations of each unit (docs/method.md, "Building and pruning"; docs/scoring.md).
 
 Global choices (resolution, a link pattern, ...) are not units: they are scored through the
 FE-MLP coordinate of the node feature of the same name, when the space has one, and otherwise
@@ -24,7 +24,14 @@ from .scoring import config_of
 
 
 def best_globals(space, importance: pd.DataFrame | None) -> dict:
-    """Best-scored value of every global choice that has a same-named node feature."""
+    """The space's default globals, with every global that has a same-named node feature set to
+    its best-scored value (continuous values snapped to the nearest allowed one).
+
+    Args:
+        space: the search space.
+        importance: the FE-MLP read-out of :func:`~autobuild_core.importance.feature_importance`,
+            or None to keep the defaults.
+    """
     g = dict(space.default_globals())
     if importance is not None and len(space.global_choices):
         for name, value in best_values(importance, list(space.global_choices)).items():
@@ -42,7 +49,21 @@ def _ranked_unit_configs(scores: pd.DataFrame, unit: int) -> pd.DataFrame:
 
 
 def build_arch(space, scores: pd.DataFrame, importance: pd.DataFrame | None = None, globals: dict | None = None):
-    """Top-1 configuration of every unit plus the best-scored global choices."""
+    """The architecture made of every unit's top-scored configuration.
+
+    Args:
+        space: the search space.
+        scores: the table of :func:`~autobuild_core.scoring.score_units` (every unit scored).
+        importance: FE-MLP read-out used to choose the globals (see :func:`best_globals`).
+        globals: global choices that override the chosen ones.
+
+    Raises:
+        ConfigError: a unit has no rows in ``scores``.
+
+    Example:
+        >>> scores = score_units(trained, space)  # doctest: +SKIP
+        >>> space.format(build_arch(space, scores, feature_importance(trained, space)))  # doctest: +SKIP
+    """
     configs = [config_of(_ranked_unit_configs(scores, u).iloc[0]["config"]) for u in range(len(space.units))]
     g = best_globals(space, importance)
     g.update(globals or {})
@@ -52,7 +73,14 @@ def build_arch(space, scores: pd.DataFrame, importance: pd.DataFrame | None = No
 @dataclass
 class PrunedSpace:
     """The top-k configurations of each unit (best first) and the global choices kept
-    (best first): a space of prod(k_u) * prod(|globals|) architectures."""
+    (best first): a space of prod(k_u) * prod(|globals|) architectures.
+
+    Attributes:
+        space: the full space it was pruned from.
+        unit_choices: per unit, the configurations kept, best first.
+        unit_scores: per unit, their scores (same order).
+        global_choices: per global name, the values kept, best first.
+    """
 
     space: object
     unit_choices: list  # list[list[config]]
@@ -61,24 +89,43 @@ class PrunedSpace:
 
     @property
     def name(self) -> str:
+        """The full space's name with the k of every unit."""
         return f"{self.space.name}[pruned k={','.join(str(len(c)) for c in self.unit_choices)}]"
 
     @property
     def size(self) -> int:
+        """Number of architectures in the pruned space."""
         return math.prod(len(c) for c in self.unit_choices) * math.prod(len(v) for v in self.global_choices.values())
 
     def arch(self, indices: Sequence[int], globals: dict | None = None):
+        """The architecture of one kept configuration per unit.
+
+        Args:
+            indices: per unit, an index into ``unit_choices[u]``.
+            globals: global choices (default: the best kept value of each).
+        """
         g = {k: v[0] for k, v in self.global_choices.items()}
         g.update(globals or {})
         return self.space.assemble([self.unit_choices[u][i] for u, i in enumerate(indices)], g)
 
     def contains(self, arch) -> bool:
+        """Whether every unit configuration and global value of ``arch`` was kept.
+
+        Args:
+            arch: an :class:`~search_spaces.base.Arch` of the full space.
+        """
         if any(cfg not in choices for cfg, choices in zip(arch.units, self.unit_choices)):
             return False
         gd = arch.global_dict
         return all(gd.get(k) in v for k, v in self.global_choices.items())
 
     def sample(self, n: int, seed: int | np.random.Generator = 0) -> list:
+        """``n`` architectures drawn uniformly from the pruned space (with replacement).
+
+        Args:
+            n: how many.
+            seed: an int seed or a numpy Generator.
+        """
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         out = []
         for _ in range(n):
@@ -105,7 +152,11 @@ class PrunedSpace:
 
     def enumerate_by_score(self, limit: int | None = None) -> Iterator:
         """Architectures in order of summed unit score; for each unit combination the global
-        choices follow in their best-first order."""
+        choices follow in their best-first order.
+
+        Args:
+            limit: stop after this many architectures (default: the whole pruned space).
+        """
         names = list(self.global_choices)
         glob_combos = [dict(zip(names, vals)) for vals in itertools.product(*(self.global_choices[n] for n in names))]
         count = 0
@@ -117,6 +168,7 @@ class PrunedSpace:
                 count += 1
 
     def describe(self) -> dict:
+        """JSON-able description: space, size, k per unit, kept configurations with scores, globals."""
         return {
             "space": self.space.name,
             "size": self.size,
@@ -129,10 +181,20 @@ class PrunedSpace:
         }
 
     def to_json(self) -> str:
+        """:meth:`describe` as JSON text (what a run stores and :meth:`from_dict` reads back)."""
         return json.dumps(self.describe(), indent=1)
 
     @classmethod
     def from_dict(cls, space, d: dict) -> "PrunedSpace":
+        """Rebuild a pruned space from :meth:`describe`'s output.
+
+        Args:
+            space: the full space; must be the one the description names.
+            d: the dict of :meth:`describe` (e.g. ``json.loads(pruned.to_json())``).
+
+        Raises:
+            ConfigError: ``d`` was made for another space.
+        """
         if d.get("space") != space.name:
             raise ConfigError(f"Pruned space was made for {d.get('space')!r}, not {space.name!r}.")
         choices = [[tuple(tuple(layer) for layer in row["config"]) for row in unit] for unit in d["units"]]
@@ -141,10 +203,23 @@ class PrunedSpace:
 
 
 def prune_space(space, scores: pd.DataFrame, k: int | Sequence[int] = 5, importance: pd.DataFrame | None = None, keep_globals: str | int = "all") -> PrunedSpace:
-    """Keep the top-``k`` configurations per unit (``k`` may be a list, one per unit).
+    """Keep the top-``k`` configurations of each unit.
 
-    ``keep_globals``: "all" keeps every global value (ordered best first), "best" keeps only the
-    best-scored one, an int keeps that many.
+    Args:
+        space: the search space.
+        scores: the table of :func:`~autobuild_core.scoring.score_units` (every unit scored).
+        k: configurations kept per unit: one number for all units or a list with one per unit.
+        importance: FE-MLP read-out that orders the global values (None: the space's order,
+            with its default first).
+        keep_globals: ``"all"`` keeps every global value (best first), ``"best"`` only the
+            best-scored one, an int that many.
+
+    Raises:
+        ConfigError: a bad ``k`` or ``keep_globals``, or a unit missing from ``scores``.
+
+    Example:
+        >>> pruned = prune_space(space, scores, k=3)  # doctest: +SKIP
+        >>> pruned.size, next(pruned.enumerate_by_score())  # doctest: +SKIP
     """
     n_units = len(space.units)
     ks = [int(k)] * n_units if isinstance(k, (int, np.integer)) else [int(x) for x in k]
@@ -178,7 +253,17 @@ def prune_space(space, scores: pd.DataFrame, k: int | Sequence[int] = 5, importa
 def log_scaled_k(unit_sizes: Sequence[int], target_size: float) -> list[int]:
     """Per-unit k with prod(k) close to ``target_size`` and every unit keeping the same fraction
     of its menu on a log scale (k_u = n_u ** a): a unit with 125 configurations keeps more than
-    one with 5, and equal units keep equal k."""
+    one with 5, and equal units keep equal k.
+
+    Args:
+        unit_sizes: number of configurations of each unit.
+        target_size: the wanted size of the pruned space (every unit is kept whole when the
+            full space is no larger).
+
+    Example:
+        >>> log_scaled_k([5, 25, 125], 125)
+        [2, 5, 13]
+    """
     sizes = [max(1, int(n)) for n in unit_sizes]
     total = math.prod(sizes)
     if target_size >= total:

@@ -7,6 +7,16 @@ from scipy import stats
 
 
 def spearman(a, b) -> float:
+    """Spearman rank correlation; NaN when fewer than two values or either side is constant.
+
+    Args:
+        a: first sequence of numbers.
+        b: second sequence, same length.
+
+    Example:
+        >>> spearman([1, 2, 3], [10, 30, 20])
+        0.5
+    """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")
@@ -14,6 +24,12 @@ def spearman(a, b) -> float:
 
 
 def kendall(a, b) -> float:
+    """Kendall's tau; NaN when fewer than two values or either side is constant.
+
+    Args:
+        a: first sequence of numbers.
+        b: second sequence, same length.
+    """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")
@@ -21,7 +37,16 @@ def kendall(a, b) -> float:
 
 
 def rank_report(pred, hop_norms, y) -> dict:
-    """Prediction and per-hop embedding-norm rank correlations with the target."""
+    """Prediction and per-hop embedding-norm rank correlations with the target.
+
+    Args:
+        pred: predicted targets, one per architecture.
+        hop_norms: ``[n, M+1]`` graph-embedding L1 norms per hop.
+        y: true targets.
+
+    Returns:
+        ``{"pred_spearman", "pred_kendall", "hop_spearman": [...], "hop_kendall": [...]}``.
+    """
     hop_norms = np.asarray(hop_norms)
     return {
         "pred_spearman": spearman(pred, y),

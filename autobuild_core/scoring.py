@@ -1,44 +1,11 @@
-"""Scoring every configuration of every unit in batches (method.md §3-4).
+"""Scoring every configuration of every unit, so that building and pruning can rank them.
 
-Two methods, chosen with ``method=``:
-
-``"paper"`` (default; method.md §3). A configuration of depth d in unit u is scored by the L1 norm
-of its exit node's embedding at the hop that covers exactly the unit (d-1 in chain spaces),
-z-scored with that hop's moments and mapped onto unit (u, d)'s target moments, so that scores read
-in the target's units and compare across units and depths. All configurations of a unit are
-collated into one graph set and pushed through the encoder a few thousand graphs at a time: the
-authors' code ran one forward pass per configuration (about 70 s for OFA-MobileNetV3's 36,855;
-see benchmarks/motifs.py for ours).
-
-``"marginal"``. A configuration's score is the ranker's mean predicted target (in target units)
-over a fixed sample of ``n_context`` whole architectures that contain it: the other units'
-configurations and the globals come from ``space.sample(n_context, seed, stratified=True)``, and
-the same contexts serve every configuration of every unit, so two configurations are compared on
-paired networks. Why: what building and pruning need is "how good are networks that contain this
-configuration", i.e. the configuration's marginal effect on the target, which is also the ground
-truth the paper's interpretability claim is checked against (the mean target of all architectures
-containing it). The paper's score only reads the module's own embedding magnitude; the ranking
-loss ties magnitude to quality for whole graphs (the graph mean) but nothing forces the exit node
-of one unit to order that unit's configurations, and on NAS-Bench-201 it ordered node 3's 125
-configurations poorly (Spearman 0.28-0.37 with the ground-truth marginal, versus 0.80-0.91 for
-averaged predictions from the same rankers; docs/results.md). Averaging the prediction uses the
-part of the ranker that the MSE loss actually trains, lets the configuration interact with what
-follows and precedes it exactly as in a real network, and needs no moment mapping because
-predictions are already comparable across units and depths.
-
-Cost. Contexts x configurations whole graphs. They are not built with ``to_graph`` one by one:
-for each (context, unit, depth) we build one template network and, from ``1 + depth x |menu|``
-probe graphs, learn which node rows each layer choice writes and which edges it adds or drops;
-every configuration's graph is then the template with those rows overwritten and edges masked
-(array indexing), checked against ``to_graph`` on random configurations (spaces whose layers do
-not act separably fall back to ``to_graph``, exact but slow). The forward pass dominates.
-``n_context=None`` picks ``clip(150_000 // n_configs, 4, 64)``: 64 contexts for NAS-Bench-201's
-155 configurations (~10k graphs: 1.0 s on one thread) and 4 for OFA-MobileNetV3's 36,855
-(~147k graphs: 5.6 s on one thread of the idle 2-core machine, 13.5 s with a second job running;
-the paper scoring takes 0.5 s, the authors' code ~70 s; docs/results.md). Pass ``n_context`` to
-trade time for less noise. Paired contexts keep 4 useful: every configuration of a unit sees the
-same 4 networks, so their differences, not the contexts' own
-quality, decide the order.
+Two methods (``method=``): ``"paper"`` reads the norm of the unit's exit-node embedding at the
+hop that covers exactly the unit and maps it onto the unit's target moments; ``"marginal"``
+averages the ranker's prediction over a fixed set of whole architectures that contain the
+configuration. Both return scores in the target's units, comparable across units and depths.
+Configurations are scored in large batches, never one forward pass each. Why two methods, how
+the marginal graphs are built and what each costs: docs/scoring.md.
 """
 
 from __future__ import annotations
@@ -60,7 +27,18 @@ COLUMNS = ["unit", "unit_name", "depth", "config", "label", "hop", "norm", "scor
 
 @torch.no_grad()
 def exit_norms(model, graphs, exit_nodes: np.ndarray, hops: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """L1 norm of each graph's exit node at its hop (hops above the model's depth are clamped)."""
+    """L1 norm of each graph's exit-node embedding at that graph's hop.
+
+    Args:
+        model: a :class:`~autobuild_core.ranker.Ranker`.
+        graphs: a :class:`~search_spaces.graph.GraphSet` or a sequence of ``ArchGraph``.
+        exit_nodes: graph-local index of each graph's exit node.
+        hops: hop to read for each graph; hops above the model's depth are clamped to its last.
+        chunk: graphs per forward pass.
+
+    Returns:
+        One float per graph.
+    """
     model.eval()
     gs = graphs if isinstance(graphs, GraphSet) else GraphSet(graphs)
     exit_nodes = torch.as_tensor(exit_nodes, dtype=torch.long)
@@ -77,18 +55,44 @@ def exit_norms(model, graphs, exit_nodes: np.ndarray, hops: np.ndarray, chunk: i
 
 
 def auto_n_context(n_configs: int) -> int:
+    """Contexts used by marginal scoring when ``n_context`` is not given: about
+    ``AUTO_GRAPH_BUDGET`` whole graphs in all, at least 4 and at most 64 contexts.
+
+    Args:
+        n_configs: configurations to score, over all units scored.
+    """
     return int(np.clip(AUTO_GRAPH_BUDGET // max(1, n_configs), 4, 64))
 
 
 def score_units(trained, space, globals: dict | None = None, units: Sequence[int] | None = None, threads: int = 1,
                 method: str = "paper", n_context: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """One row per unit configuration: unit, unit_name, depth, config (JSON), label, hop, norm,
-    score (target units), method and rank (1 = best within its unit). ``threads``: torch
-    intra-op threads while scoring (0 = leave torch's setting).
+    """Score every configuration of the given units.
 
-    ``method="marginal"`` (see the module docstring) uses ``n_context`` sampled contexts drawn
-    with ``seed`` (``globals`` fixes those global choices in every context); its ``norm`` is NaN
-    and ``hop`` is the last hop, the one the prediction head reads."""
+    Args:
+        trained: the :class:`~autobuild_core.train.TrainedRanker` to score with.
+        space: the search space the ranker was trained on.
+        globals: global choices to fix (paper: used in every unit graph; marginal: set in every
+            context). Unset globals take the space's defaults (paper) or sampled values (marginal).
+        units: unit indices to score (default: all).
+        threads: torch intra-op threads while scoring (0 leaves torch's setting).
+        method: ``"paper"`` (exit-node norm mapped to unit moments) or ``"marginal"`` (mean
+            prediction over paired contexts); see docs/scoring.md.
+        n_context: marginal only: number of sampled contexts (default :func:`auto_n_context`).
+        seed: marginal only: seed of the context sample.
+
+    Returns:
+        A DataFrame with one row per configuration: unit, unit_name, depth, config (JSON list of
+        layers), label, hop, norm, score (target units), method and rank (1 = best within its
+        unit). With ``"marginal"``, ``norm`` is NaN and ``hop`` is the last hop, the one the
+        prediction head reads.
+
+    Raises:
+        ConfigError: unknown ``method`` or a non-positive ``n_context``.
+
+    Example:
+        >>> scores = score_units(trained, space, method="marginal")  # doctest: +SKIP
+        >>> scores.sort_values("rank").groupby("unit").head(1)  # doctest: +SKIP
+    """
     from .train import torch_threads
 
     if method not in METHODS:
@@ -146,7 +150,7 @@ def _score_paper(trained, space, globals, units) -> pd.DataFrame:
 # ---- marginal scoring ----------------------------------------------------------------------
 @torch.no_grad()
 def _predict_set(trained, gs: GraphSet, chunk: int = 2048) -> np.ndarray:
-    """Predictions in target units; chunks of ~2k graphs were fastest on one thread."""
+    """Predictions in target units, ``chunk`` graphs per forward pass."""
     model = trained.model
     model.eval()
     out = []
@@ -291,5 +295,9 @@ def _score_marginal(trained, space, globals, units, n_context: int, seed: int, b
 
 
 def config_of(row_config: str) -> tuple:
-    """Inverse of the ``config`` column's JSON: a hashable configuration tuple."""
+    """A hashable configuration tuple from a score table's ``config`` column.
+
+    Args:
+        row_config: the JSON text of the ``config`` column (a list of layers).
+    """
     return tuple(tuple(layer) for layer in json.loads(row_config))

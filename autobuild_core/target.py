@@ -103,13 +103,28 @@ def _eval(node: ast.AST, env: Mapping[str, float]) -> float:
 
 @dataclass(frozen=True)
 class Target:
-    """A compiled target; call it on a metrics mapping to get one float."""
+    """A compiled target; call it on a metrics mapping to get one float.
+
+    Build it with :func:`compile_target`, not directly.
+
+    Attributes:
+        text: the expression as written (stripped).
+        names: the metric names it uses.
+    """
 
     text: str
     names: frozenset
     _tree: ast.Expression
 
     def check_names(self, available: Iterable[str]) -> "Target":
+        """Return self if every metric the target uses is available.
+
+        Args:
+            available: the metric names the labels carry.
+
+        Raises:
+            ExpressionError: naming the missing metrics, with suggestions.
+        """
         available = set(available)
         missing = sorted(self.names - available)
         if missing:
@@ -121,6 +136,15 @@ class Target:
         return self
 
     def __call__(self, metrics: Mapping[str, float]) -> float:
+        """The target's value for one architecture.
+
+        Args:
+            metrics: metric name -> value (extra names are ignored).
+
+        Raises:
+            ExpressionError: a metric is missing, or the value cannot be computed (``log(0)``,
+                division by zero, overflow, an exponent beyond ``MAX_EXPONENT``).
+        """
         self.check_names(metrics.keys())
         env = {k: float(metrics[k]) for k in self.names}
         try:
@@ -134,7 +158,20 @@ class Target:
 
 
 def compile_target(text: str) -> Target:
-    """Parse and whitelist-check ``text`` once; raise :class:`ExpressionError` with the reason."""
+    """Parse and whitelist-check a target expression once.
+
+    Args:
+        text: a metric name or an arithmetic expression over metric names.
+
+    Raises:
+        ExpressionError: the text is empty, too long, not valid syntax or uses anything outside
+            the whitelist; the message gives the reason.
+
+    Example:
+        >>> t = compile_target("acc - 2*log(latency_ms)")
+        >>> sorted(t.names), round(t({"acc": 94.0, "latency_ms": 1.0}), 2)
+        (['acc', 'latency_ms'], 94.0)
+    """
     if not isinstance(text, str) or not text.strip():
         raise ExpressionError("Target expression is empty; give a metric name such as 'acc' or an expression such as 'acc - 2*log(latency_ms)'.")
     if len(text) > MAX_EXPRESSION_LENGTH:
@@ -149,7 +186,14 @@ def compile_target(text: str) -> Target:
 
 
 def default_target(metric_names: Iterable[str]) -> str:
-    """The table's only accuracy-like metric, or an error asking the user to choose."""
+    """The only accuracy-like metric among ``metric_names`` (acc, top1, perf, ...).
+
+    Args:
+        metric_names: the metrics the labels carry.
+
+    Raises:
+        ExpressionError: none or several are accuracy-like; the user must pass a target.
+    """
     names = list(metric_names)
     acc = [n for n in names if any(t in n.lower() for t in ("acc", "top1", "top-1", "perf"))]
     if len(acc) == 1:

@@ -1,26 +1,12 @@
-"""Small image-classification datasets held entirely as tensors.
+"""Small image-classification datasets held entirely as ``uint8`` tensors, for proxy training.
 
-Proxy training of many small networks is dominated by input-pipeline overhead when images are
-decoded per step, so every dataset here is decoded once into a ``uint8`` tensor ``[N, C, H, W]``
-that a trainer can move to the GPU and index there (no DataLoader workers). Nothing is downloaded:
-Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package, everything else from a path
-the user gives.
-
-Dataset names (``parse_dataset``):
-
-- ``"fashion-mnist"``: the four gzipped IDX files of the Debian package
-  (``/usr/share/datasets/fashion-mnist``); ``$AUTOBUILD_FASHION_MNIST`` overrides the folder.
-- ``"idx:PATH"``: any MNIST-format folder (``train-images-idx3-ubyte[.gz]``, ``train-labels...``,
-  ``t10k-images...``, ``t10k-labels...``; the ``train-images.idx3-ubyte`` spelling also works).
-- ``"imagefolder:PATH"``: a torchvision ``ImageFolder`` root. If it has ``train/`` and ``test/``
-  (or ``val/``) sub-folders those are the splits; otherwise a test split is carved off too.
-- ``"cifar10:PATH"``: the CIFAR-10 "python version" folder (``data_batch_1..5``, ``test_batch``).
-  Those files are pickles. They are read with :class:`RestrictedUnpickler`, which resolves only
-  the three numpy globals an array needs, so a tampered file raises instead of running code.
-
-The validation split is always carved from the training split with a *split seed* that is
-independent of the training seed: every architecture, and every training seed, sees the same
-images, so differences between records come from the architecture and the seed alone.
+Decoding once into ``[N, C, H, W]`` tensors that a trainer moves to the GPU and indexes there
+avoids the input-pipeline overhead that dominates training many small networks. Nothing is
+downloaded: Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package, everything else
+from a path the user gives (``parse_dataset``: ``fashion-mnist``, ``idx:PATH``,
+``imagefolder:PATH``, ``cifar10:PATH``). CIFAR-10 pickles are read with a restricted unpickler.
+The validation split is carved with its own seed, so every architecture sees the same images.
+Dataset names, layouts and split rules: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -56,7 +42,13 @@ class DatasetError(ConfigError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A parsed dataset name: what to read and from where."""
+    """A parsed dataset name: what to read and from where.
+
+    Attributes:
+        kind: one of ``DATASET_KINDS``.
+        path: the folder (None for the packaged Fashion-MNIST).
+        image_size: imagefolder only: every image is resized to this at load time.
+    """
 
     kind: str
     path: str | None = None
@@ -64,11 +56,25 @@ class DatasetSpec:
 
     @property
     def name(self) -> str:
+        """The name the spec was parsed from (``kind`` or ``kind:path``)."""
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 
 
 def parse_dataset(name: "str | DatasetSpec") -> DatasetSpec:
-    """``"fashion-mnist"``, ``"idx:PATH"``, ``"imagefolder:PATH"``, ``"cifar10:PATH"`` -> spec."""
+    """Parse a dataset name.
+
+    Args:
+        name: ``"fashion-mnist"``, ``"idx:PATH"``, ``"imagefolder:PATH"``, ``"cifar10:PATH"``,
+            or a :class:`DatasetSpec` (returned as is).
+
+    Raises:
+        DatasetError: empty name or a kind without its folder.
+        UnknownNameError: an unknown kind.
+
+    Example:
+        >>> parse_dataset("cifar10:/data/cifar-10-batches-py").kind
+        'cifar10'
+    """
     if isinstance(name, DatasetSpec):
         return name
     if not isinstance(name, str) or not name.strip():
@@ -90,7 +96,8 @@ class ImageData:
     """Train/val/test images as ``uint8 [N, C, H, W]`` tensors with ``int64`` labels.
 
     Images stay ``uint8`` (4x smaller than float) until :meth:`normalize`, which a trainer calls
-    per batch on its device.
+    per batch on its device. ``mean``/``std`` are per-channel statistics of the full training
+    split; ``classes`` are class names when the source has them.
     """
 
     name: str
@@ -107,25 +114,39 @@ class ImageData:
 
     @property
     def in_chans(self) -> int:
+        """Image channels."""
         return int(self.train_x.shape[1])
 
     @property
     def resolution(self) -> int:
+        """Image side length in pixels."""
         return int(self.train_x.shape[-1])
 
     def sizes(self) -> dict:
+        """Images per split: ``{"train", "val", "test"}``."""
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
 
     def nbytes(self) -> int:
+        """Memory held by all tensors, in bytes."""
         return sum(t.numel() * t.element_size() for t in (self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y))
 
     def to(self, device) -> "ImageData":
+        """A copy with every tensor on ``device``.
+
+        Args:
+            device: a torch device or its name.
+        """
         mv = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return ImageData(self.name, mv(self.train_x), mv(self.train_y), mv(self.val_x), mv(self.val_y), mv(self.test_x), mv(self.test_y),
                          self.num_classes, self.mean, self.std, self.classes)
 
     def normalize(self, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-        """uint8 batch -> float, scaled to [0, 1] and standardised per channel."""
+        """uint8 batch -> float, scaled to [0, 1] and standardised per channel.
+
+        Args:
+            x: ``uint8 [B, C, H, W]`` images.
+            dtype: floating dtype of the result.
+        """
         mean = torch.tensor(self.mean, device=x.device, dtype=dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device, dtype=dtype).view(1, -1, 1, 1)
         return (x.to(dtype) / 255.0 - mean) / std
@@ -146,7 +167,14 @@ def _open_maybe_gz(path: Path) -> bytes:
 
 
 def read_idx(path: "str | Path") -> np.ndarray:
-    """One IDX file (gzipped or not) -> numpy array of its declared shape and type."""
+    """One IDX file (gzipped or not) -> numpy array of its declared shape and type.
+
+    Args:
+        path: the file.
+
+    Raises:
+        DatasetError: bad magic number, truncated header or a size that does not match it.
+    """
     path = Path(path)
     raw = _open_maybe_gz(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
@@ -172,6 +200,14 @@ _IDX_PATTERNS = {
 
 
 def find_idx_files(folder: "str | Path") -> dict[str, Path]:
+    """The four MNIST-format files of a folder, by role (train/test images/labels).
+
+    Args:
+        folder: the folder; ``.gz`` and uncompressed names are both recognised.
+
+    Raises:
+        DatasetError: the folder is missing or lacks one of the four files.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"IDX folder {str(folder)!r} does not exist or is not a directory.")
@@ -262,12 +298,23 @@ class RestrictedUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module, name):
+        """Resolve only the globals in ``ALLOWED``; refuse everything else.
+
+        Args:
+            module: the global's module.
+            name: the global's name.
+        """
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name}: only dicts, lists, bytes and numpy arrays are allowed")
 
 
 def restricted_load(data: bytes):
+    """Unpickle ``data`` with :class:`RestrictedUnpickler` (bytes keys kept as bytes).
+
+    Args:
+        data: the pickle's bytes.
+    """
     return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
 
 
@@ -390,7 +437,11 @@ def _raw(spec: DatasetSpec):
 def dataset_fingerprint(dataset: "str | DatasetSpec") -> str:
     """What identifies a dataset in an evaluator's settings: the name for the packaged dataset,
     a hash of the decoded content for path-based ones, so moving a folder keeps stored results
-    valid while different files under the same path do not."""
+    valid while different files under the same path do not.
+
+    Args:
+        dataset: a dataset name or :class:`DatasetSpec`.
+    """
     import hashlib
 
     spec = parse_dataset(dataset)
@@ -415,10 +466,21 @@ def load_dataset(
 ) -> ImageData:
     """Decode a dataset and split it into train/val/test tensors.
 
-    ``n_val`` images (default ``val_fraction`` of the training split) are carved from the training
-    split by a permutation drawn with ``split_seed``; ``n_train`` images are then taken from the
-    rest in that same permuted order, so a larger ``n_train`` is a superset of a smaller one.
-    ``n_test`` takes the first images of a seeded permutation of the test split.
+    Args:
+        dataset: a dataset name (see :func:`parse_dataset`) or :class:`DatasetSpec`.
+        n_train: training images, taken after the validation images from the same seeded
+            permutation, so a larger ``n_train`` is a superset of a smaller one (default: all).
+        n_val: validation images carved from the training split (default: ``val_fraction`` of it).
+        n_test: test images: the first of a seeded permutation of the test split (default: all).
+        split_seed: seed of the split permutations (independent of any training seed).
+        val_fraction: validation share when ``n_val`` is not given.
+
+    Raises:
+        DatasetError: a missing or malformed dataset, or more images asked for than it holds.
+
+    Example:
+        >>> data = load_dataset("fashion-mnist", n_train=2000, n_val=1000, n_test=1000)  # doctest: +SKIP
+        >>> data.sizes(), data.in_chans, data.num_classes  # doctest: +SKIP
     """
     spec = parse_dataset(dataset)
     x, y, tx, ty, classes = _raw(spec)

@@ -1,18 +1,11 @@
 """A durable, shareable record of every evaluation, and the loop that fills it.
 
-Evaluations are the expensive part of the method (a table lookup is cheap, a training run is
-not), so every record is committed to SQLite before the next batch starts: a crash, a SIGKILL or a
-pre-empted node loses at most the batch in flight, and a rerun evaluates only what is missing.
-
-Why SQLite in WAL mode: readers never block the writer, many processes on one machine can append
-at once (the UNIQUE constraint, not the callers, prevents duplicates), and the file is a single
-portable artefact that MLflow can log. Network file systems are not safe for SQLite locking; keep
-the store on a local disk and export it.
-
-Write semantics: the first definitive record for ``(space, key, fingerprint, seed)`` wins and is
-never overwritten or duplicated. The one exception is a *transient* failure (a retryable error that
-exhausted its retries): it is a placeholder that a later ok or definitive failed record replaces,
-otherwise a passing CUDA OOM would mark an architecture failed forever.
+Evaluations are the expensive part of the method, so every batch of records is committed to an
+SQLite file (WAL mode) before the next batch starts: a crash loses at most the batch in flight,
+and a rerun evaluates only what is missing. The first definitive record for
+``(space, key, fingerprint, seed)`` wins; only a transient failure is a placeholder that a later
+record replaces. Keep the store on a local disk. Why SQLite, and the full write rules:
+docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -89,7 +82,18 @@ class EvaluationStore:
     """SQLite file of :class:`EvalRecord` rows, unique per ``(space, key, fingerprint, seed)``.
 
     One instance per process is enough; it reopens its connection after a fork so a store can be
-    created before worker processes start.
+    created before worker processes start, and it pickles as its path.
+
+    Args:
+        path: the SQLite file (created with its folder if missing; not a directory).
+        timeout: seconds to wait for a lock held by another process.
+
+    Raises:
+        CheckpointError: the file is a directory, not an evaluation store, or damaged.
+
+    Example:
+        >>> store = EvaluationStore("runs/x/evaluations.sqlite")  # doctest: +SKIP
+        >>> outcome = evaluate_archs(evaluator, space, archs, store)  # doctest: +SKIP
     """
 
     def __init__(self, path: str | os.PathLike, timeout: float = 60.0):
@@ -168,6 +172,7 @@ class EvaluationStore:
                 raise self._corrupt(e) from e
 
     def close(self) -> None:
+        """Close this process's connection (the store reconnects on next use)."""
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
@@ -199,7 +204,14 @@ class EvaluationStore:
                           float(seconds), int(attempts), bool(transient))
 
     def put(self, record: EvalRecord) -> bool:
-        """Commit ``record`` (durably) unless a definitive one is stored already; True if written."""
+        """Commit ``record`` durably unless a definitive one is stored already.
+
+        Args:
+            record: the record to store.
+
+        Returns:
+            True if it was written (new, or replacing a transient placeholder).
+        """
         row = self._row(record)
 
         def go(conn):
@@ -208,6 +220,14 @@ class EvaluationStore:
         return bool(self._run(go))
 
     def put_many(self, records: Iterable[EvalRecord]) -> int:
+        """:meth:`put` for many records in one transaction.
+
+        Args:
+            records: the records to store.
+
+        Returns:
+            How many were written.
+        """
         rows = [self._row(r) for r in records]
 
         def go(conn):
@@ -223,11 +243,27 @@ class EvaluationStore:
         return int(self._run(go)) if rows else 0
 
     def get(self, space: str, key: str, fingerprint: str, seed: int = 0) -> EvalRecord | None:
+        """The stored record, or None.
+
+        Args:
+            space: the space's name.
+            key: the record key (``evaluator.record_key(space, arch)``).
+            fingerprint: the evaluator's fingerprint.
+            seed: evaluation seed.
+        """
         sql = f"SELECT {', '.join(_COLUMNS)} FROM evaluations WHERE space=? AND key=? AND fingerprint=? AND seed=?"
         row = self._run(lambda c: c.execute(sql, (space, key, fingerprint, int(seed))).fetchone())
         return None if row is None else self._record(row)
 
     def get_many(self, space: str, keys: Iterable[str], fingerprint: str, seed: int = 0) -> dict[str, EvalRecord]:
+        """Stored records of many keys: ``{key: record}`` for the keys found.
+
+        Args:
+            space: the space's name.
+            keys: record keys (duplicates are fine).
+            fingerprint: the evaluator's fingerprint.
+            seed: evaluation seed.
+        """
         keys = list(dict.fromkeys(keys))
         out: dict[str, EvalRecord] = {}
         for i in range(0, len(keys), 500):  # SQLite caps bound parameters per statement
@@ -242,6 +278,14 @@ class EvaluationStore:
 
     def records(self, space: str | None = None, fingerprint: str | None = None, status: str | None = None,
                 seed: int | None = None) -> list[EvalRecord]:
+        """Stored records in insertion order, filtered by every argument that is not None.
+
+        Args:
+            space: the space's name.
+            fingerprint: the evaluator's fingerprint.
+            status: ``"ok"`` or ``"failed"``.
+            seed: evaluation seed.
+        """
         where, args = [], []
         for col, val in (("space", space), ("fingerprint", fingerprint), ("status", status), ("seed", seed)):
             if val is not None:
@@ -254,9 +298,15 @@ class EvaluationStore:
         return [self._record(r) for r in self._run(lambda c: c.execute(sql, args).fetchall())]
 
     def count(self, **filters) -> int:
+        """Number of records matching :meth:`records`' filters.
+
+        Args:
+            **filters: space, fingerprint, status, seed.
+        """
         return len(self.records(**filters))
 
     def fingerprints(self) -> list[str]:
+        """Every evaluator fingerprint with records in the store."""
         return [r[0] for r in self._run(lambda c: c.execute("SELECT DISTINCT fingerprint FROM evaluations").fetchall())]
 
     def check(self) -> None:
@@ -267,7 +317,11 @@ class EvaluationStore:
 
     def to_frame(self, **filters):
         """One row per record; each metric becomes a column (prefixed ``metric_`` only if it would
-        clash with a record field). ``arch`` stays a JSON string so any space's encoding fits."""
+        clash with a record field). ``arch`` stays a JSON string so any space's encoding fits.
+
+        Args:
+            **filters: space, fingerprint, status, seed (as :meth:`records`).
+        """
         import pandas as pd
 
         recs = self.records(**filters)
@@ -282,7 +336,15 @@ class EvaluationStore:
         return pd.DataFrame(rows, columns=None if rows else base)
 
     def export(self, path: str | os.PathLike, **filters) -> Path:
-        """Write records to .parquet, .csv or .jsonl (JSONL keeps ``arch`` and ``metrics`` nested)."""
+        """Write records to a file; JSONL keeps ``arch`` and ``metrics`` nested.
+
+        Args:
+            path: a ``.parquet``, ``.csv`` or ``.jsonl`` file name.
+            **filters: space, fingerprint, status, seed (as :meth:`records`).
+
+        Raises:
+            ConfigError: another suffix.
+        """
         path = Path(path)
         suffix = path.suffix.lower()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,8 +372,14 @@ class EvaluationStore:
 class EvaluationOutcome:
     """Records aligned with the input architectures, plus counts over *distinct* keys.
 
-    ``new``: keys evaluated by this call; ``reused``: keys answered from the store; ``failed``:
-    distinct keys whose record is a failure (stored or new).
+    Attributes:
+        records: one record per input architecture (None where it was not reached).
+        archs: the parsed input architectures.
+        new: keys evaluated by this call.
+        reused: keys answered from the store.
+        failed: distinct keys whose record is a failure (stored or new).
+        noise: per-metric noise reports when ``noise_fraction`` was given.
+        fingerprint: the evaluator's fingerprint.
     """
 
     records: list
@@ -324,6 +392,11 @@ class EvaluationOutcome:
     extra: dict = field(default_factory=dict)
 
     def ok_records(self, unique: bool = True) -> list[tuple[Any, EvalRecord]]:
+        """``(arch, record)`` pairs of the ok records, in input order.
+
+        Args:
+            unique: keep only the first architecture of each key.
+        """
         out, seen = [], set()
         for a, r in zip(self.archs, self.records):
             if r is None or not r.ok:
@@ -338,10 +411,16 @@ class EvaluationOutcome:
     def labels(self, target: str | Callable[[dict], float], unique: bool = True) -> tuple[list, np.ndarray]:
         """``(archs, y)`` over ok records only: failed records can never become labels.
 
-        ``target`` is a metric name, an expression (compiled with ``autobuild_core.target``) or a
-        callable on the metrics dict. ``unique`` keeps one row per key so isomorphic or repeated
-        architectures cannot sit on both sides of a train/validation split. Rows whose target is
-        not finite (e.g. ``log`` of 0) are dropped with a warning.
+        Rows whose target is not finite (e.g. ``log`` of 0) are dropped with a warning.
+
+        Args:
+            target: a metric name, an expression (compiled with ``autobuild_core.target``) or a
+                callable on the metrics dict.
+            unique: one row per key, so isomorphic or repeated architectures cannot sit on both
+                sides of a train/validation split.
+
+        Raises:
+            ConfigError: the target names a metric the records lack.
         """
         fn = _target_fn(target)
         pairs = self.ok_records(unique=unique)
@@ -365,6 +444,7 @@ class EvaluationOutcome:
         return archs, np.asarray(ys, dtype=np.float64)
 
     def summary(self) -> str:
+        """One line: architectures, evaluated, reused, failed."""
         return f"{len(self.records)} architectures: {self.new} evaluated, {self.reused} reused, {self.failed} failed"
 
 
@@ -419,14 +499,31 @@ def evaluate_archs(
     batch_size: int | None = None,
     noise_fraction: float = 0.0,
 ) -> EvaluationOutcome:
-    """Evaluate ``archs`` (Arch objects or native encodings), reusing and filling ``store``.
+    """Evaluate ``archs``, reusing and filling ``store``.
 
     Each batch's records are committed before the next batch starts, so a killed run resumes
-    where it stopped. Transient failures are retried up to ``retries`` times. With
-    ``max_failure_fraction`` the call raises :class:`EvaluationError` (every finished record already
-    stored) as soon as the failures make that fraction impossible to meet. With ``noise_fraction``
-    that fraction of the architectures is also evaluated with ``seed + 1`` and
-    ``outcome.noise`` holds a :func:`~evaluators.noise.noise_report` per metric.
+    where it stopped. Repeated or isomorphic inputs share one record.
+
+    Args:
+        evaluator: the :class:`~evaluators.base.Evaluator`.
+        space: a search space or its registered name.
+        archs: ``Arch`` objects or native encodings (all parsed before anything is evaluated).
+        store: the :class:`EvaluationStore` to read and fill.
+        seed: evaluation seed.
+        retries: extra attempts for transient failures.
+        progress: show a progress bar.
+        max_failure_fraction: raise :class:`~evaluators.base.EvaluationError` (finished records
+            already stored) as soon as failures make this fraction impossible to meet.
+        batch_size: architectures per evaluator call (default: the evaluator's ``batch_size``).
+        noise_fraction: also evaluate this fraction of the architectures with ``seed + 1``;
+            ``outcome.noise`` then holds a :func:`~evaluators.noise.noise_report` per metric.
+
+    Returns:
+        An :class:`EvaluationOutcome` aligned with ``archs``.
+
+    Example:
+        >>> outcome = evaluate_archs(get_evaluator("nasbench_graph"), "nasbench_graph", archs, store)  # doctest: +SKIP
+        >>> archs, y = outcome.labels("acc")  # doctest: +SKIP
     """
     from .base import space_of
 

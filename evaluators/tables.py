@@ -1,30 +1,11 @@
 """Evaluators that look architectures up in measured tables (benchmarks, labelled data sets).
 
-A table is only as trustworthy as its worst row, so reading is strict: every metric cell must be a
-finite number, an architecture must parse in its space, and two rows for the same encoding must
-agree; any violation is a :class:`TableError` that names the file, the column and the line and
-says what to do. An architecture that is not in the table is a failed record ("not in table"),
-never a silent zero.
-
-Duplicates and isomorphism (decisions):
-
-* Two rows with the *same encoding* and equal metrics: the second is dropped and counted in
-  ``stats["duplicates"]``. With different metrics: a TableError (we cannot know which is right).
-* Rows whose encodings differ but are *isomorphic* (same ``space.key``) are, with the default
-  ``match="isomorphic"``, merged into one entry whose metrics are the **mean** over those rows
-  (independent measurements of the same network: the mean is the best estimate of its value, and
-  keeping the first would make results depend on row order); ``stats["isomorphic_duplicates"]``
-  counts the rows merged away. With ``match="exact"`` every encoding keeps its own values, records
-  are keyed by the exact encoding, and an architecture is found only under its own encoding.
-* NAS-Bench-201 publishes different measured values for isomorphic strings (each string was
-  trained separately), so :class:`NB201TableEvaluator` looks up the official string exactly.
-
-Table layouts: CSV, JSONL or Parquet, one architecture per row, either an ``arch`` column holding
-the native encoding (a string, or JSON text of a list/dict) or, when the space's native encoding
-is a dict (OFA's ``ks``/``e``/``d``/``r``), those fields as columns. Metrics are all numeric columns
-except the encoding fields and ``index`` (a row id, not a measurement), unless ``metrics=`` says
-otherwise. Units are not stored in tables; they come from ``units=`` or a documented guess
-(``acc``/``top1`` → "%", ``latency``/``_ms`` → "ms", ``params``/``flops``/``macs`` → "count").
+A table is only as trustworthy as its worst row, so reading is strict: every metric cell must be
+a finite number, every architecture must parse, and two rows for one encoding must agree; any
+violation is a :class:`TableError` naming file, column and line. An architecture missing from the
+table is a failed record, never a silent zero. Also here: NAS-Bench-201, NAS-Bench-Graph and
+NATS-Bench lookups, and a safe importer for the AutoBuild authors' pickle caches. Table layouts,
+duplicate and isomorphism rules, units: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -50,6 +31,11 @@ _BAD = object()
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of the file's sha256 (what fingerprints a table's content).
+
+    Args:
+        path: the file.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -80,8 +66,14 @@ def read_rows(path: str | os.PathLike) -> tuple[list[str], list[dict], list[str]
     """``(columns, rows, where)``: raw cells and a human location ("line 7", "row 3") per row.
 
     CSV cells are read as text so that numbers are converted by Python's correctly rounded
-    ``float()`` (a benchmark's 94.37333333333333 comes back bit-identical) and so that a stray
-    word in a numeric column is reported instead of silently becoming NaN.
+    ``float()`` (a benchmark's values come back bit-identical) and so that a stray word in a
+    numeric column is reported instead of silently becoming NaN.
+
+    Args:
+        path: a ``.csv``, ``.jsonl`` or ``.parquet`` table.
+
+    Raises:
+        TableError: a missing file, another suffix, or unreadable content.
     """
     p = _check_path(path)
     suffix = p.suffix.lower()
@@ -251,7 +243,27 @@ class _LookupEvaluator(Evaluator):
 
 
 class TableEvaluator(_LookupEvaluator):
-    """Labelled table of any space (see the module docstring for layout and duplicate rules)."""
+    """Labelled table of any space (layouts and duplicate rules: docs/evaluation.md).
+
+    Args:
+        space: the space the table's architectures belong to (instance or name).
+        path: a ``.csv``, ``.jsonl`` or ``.parquet`` file.
+        metrics: metric columns to read (default: every numeric column except the encoding's
+            and ``index``).
+        match: ``"isomorphic"`` (rows with the same ``space.key`` are averaged; records are keyed
+            by ``space.key``) or ``"exact"`` (each encoding keeps its own values and key).
+        units: metric name -> unit, overriding the guess of :func:`~evaluators.base.guess_unit`.
+        arch_column: the column holding native encodings.
+        encoding_fields: when there is no ``arch_column``, the columns that together form a dict
+            encoding (default: the keys of the space's dict encoding, e.g. OFA's ``ks/e/d/r``).
+
+    Raises:
+        TableError: the file breaks a rule (message names file, column and line).
+
+    Example:
+        >>> ev = TableEvaluator("ofa_mbv3", "/path/to/ofa_mbv3_top1.jsonl")  # doctest: +SKIP
+        >>> ev.stats, ev.metrics  # doctest: +SKIP
+    """
 
     name = "table"
     version = "1"
@@ -348,10 +360,19 @@ class TableEvaluator(_LookupEvaluator):
         return {"space": self.space.name, "table_sha256": self._sha, "metrics": list(self.metrics), "match": self.match}
 
     def items(self, space=None) -> list:
-        """Every distinct (Arch, metrics) row of the table, in file order."""
+        """Every distinct (Arch, metrics) row of the table, in file order.
+
+        Args:
+            space: unused (the table knows its space); accepted for the evaluator contract.
+        """
         return [(a, dict(m)) for a, m in self._rows]
 
     def lookup(self, arch) -> dict[str, float] | None:
+        """Metrics of one architecture, or None when the table lacks it.
+
+        Args:
+            arch: an ``Arch`` or native encoding of the table's space.
+        """
         arch = to_arch(self.space, arch)
         m = self._table.get(self.record_key(self.space, arch))
         return None if m is None else dict(m)
@@ -362,13 +383,23 @@ class TableEvaluator(_LookupEvaluator):
 
 class NB201TableEvaluator(_LookupEvaluator):
     """NAS-Bench-201 CIFAR-10 table (``index, arch, cifar10_test_acc``), optionally joined by
-    ``index`` with a latency table (``index`` + one column per device, milliseconds) whose columns
-    become metrics ``latency_<device>``.
+    ``index`` with a latency table whose columns become metrics ``latency_<device>``.
 
-    Looked up by the official string, exactly: isomorphic strings were trained separately and
-    carry different values, and the published benchmark numbers refer to the strings. Records are
-    therefore keyed by the exact string too, so two isomorphic strings never share a stored record.
-    Values are returned unrounded (the best cell is 94.37333333333333, i.e. 94.37 %).
+    Looked up, and keyed, by the exact official string: isomorphic strings were trained
+    separately and carry different values. Values are returned unrounded.
+
+    Args:
+        path: the accuracy table (``index``, ``arch``, accuracy columns).
+        latency_path: optional table of ``index`` plus one column per device, in milliseconds;
+            it must cover every index of the accuracy table.
+
+    Raises:
+        TableError: missing columns, a row that is not an NB-201 string, repeated indices, or
+            disagreeing duplicate rows.
+
+    Example:
+        >>> ev = NB201TableEvaluator("/path/to/nb201_cifar10.csv")  # doctest: +SKIP
+        >>> ev.lookup(0)  # doctest: +SKIP
     """
 
     name = "nb201_table"
@@ -457,7 +488,11 @@ class NB201TableEvaluator(_LookupEvaluator):
         return {"table_sha256": self._sha, "latency_sha256": self._lat_sha, "metrics": list(self.metrics)}
 
     def lookup(self, arch: str | int) -> dict[str, float] | None:
-        """Metrics of an official NB-201 string or index (None when absent)."""
+        """Metrics of an official NB-201 string or index (None when absent).
+
+        Args:
+            arch: the official string or the topology index.
+        """
         if isinstance(arch, int) and not isinstance(arch, bool):
             s = self._by_index.get(arch)
             return None if s is None else dict(self._table[s])
@@ -465,11 +500,20 @@ class NB201TableEvaluator(_LookupEvaluator):
         return None if m is None else dict(m)
 
     def items(self, space) -> list:
-        """Every (Arch, metrics) row, in the table's order."""
+        """Every (Arch, metrics) row, in the table's order.
+
+        Args:
+            space: the ``nb201`` space (instance or name).
+        """
         space = space_of(space)
         return [(space.parse(s), dict(m)) for s, m in self._table.items()]
 
     def index_of(self, arch: str) -> int | None:
+        """The topology index of an official string (None when absent).
+
+        Args:
+            arch: the official NB-201 string.
+        """
         for i, s in self._by_index.items():
             if s == arch:
                 return i
@@ -480,11 +524,14 @@ class NB201TableEvaluator(_LookupEvaluator):
 
 
 class NASBenchGraphEvaluator(_LookupEvaluator):
-    """NAS-Bench-Graph (26,206 GNN architectures × 8 datasets) via
-    ``search_spaces.nasbench_graph.load_bench(dataset)``, loaded on first use. Keys are the space's
-    (isomorphism-aware) keys, as ``load_bench`` provides them. Units follow ``load_bench``: ``acc``
-    and ``valid_acc`` in % (for ``proteins`` they are ROC-AUC × 100), ``latency_ms`` in ms,
-    ``params`` a count."""
+    """NAS-Bench-Graph lookups via ``search_spaces.nasbench_graph.load_bench(dataset)``, loaded
+    on first use. Keys are the space's (isomorphism-aware) keys, as ``load_bench`` provides them.
+    Units follow ``load_bench``: ``acc`` and ``valid_acc`` in % (for ``proteins`` they are
+    ROC-AUC × 100), ``latency_ms`` in ms, ``params`` a count.
+
+    Args:
+        dataset: one of ``search_spaces.nasbench_graph.DATASETS`` (checked at once).
+    """
 
     name = "nasbench_graph"
     version = "1"
@@ -511,7 +558,11 @@ class NASBenchGraphEvaluator(_LookupEvaluator):
         return self._table
 
     def items(self, space) -> list:
-        """Every (Arch, metrics) entry of the dataset's table."""
+        """Every (Arch, metrics) entry of the dataset's table.
+
+        Args:
+            space: the ``nasbench_graph`` space (instance or name).
+        """
         space = space_of(space)
         self._check_space(space)
         return [(space.parse(k), dict(m)) for k, m in self._loaded().items()]
@@ -532,8 +583,13 @@ class NASBenchGraphEvaluator(_LookupEvaluator):
 
 class NATSBenchEvaluator(_LookupEvaluator):
     """NB-201 lookups through the official ``nats_bench`` API (optional extra ``natsbench``) for
-    other data sets and training schedules: ``dataset`` in cifar10 / cifar100 / ImageNet16-120,
-    ``hp`` "12" or "200" epochs. Values are the mean over the benchmark's seeds."""
+    other data sets and training schedules. Values are the mean over the benchmark's seeds.
+
+    Args:
+        path: the NATS-Bench topology file or directory.
+        dataset: ``cifar10``, ``cifar100`` or ``ImageNet16-120``.
+        hp: training schedule, ``"12"`` or ``"200"`` epochs.
+    """
 
     name = "nats_bench"
     version = "1"
@@ -555,6 +611,11 @@ class NATSBenchEvaluator(_LookupEvaluator):
         return self
 
     def get(self, s: str):  # dict-like for _LookupEvaluator.evaluate
+        """Metrics of an official NB-201 string (None when the benchmark lacks it), cached.
+
+        Args:
+            s: the official NB-201 string.
+        """
         if s in self._table:
             return self._table[s]
         if self._api is None:
@@ -602,11 +663,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def parse_block(block: str) -> tuple[int, int, int]:
-    """``"mbconv3_e6_k5"`` → ``(3, 6, 5)``: MBConv version, expansion ratio, kernel size.
+    """Parse a block string of the authors' cache into MBConv version, expansion and kernel.
 
-    Assumed format (the authors' cache): ``mbconv<version>_e<expansion>_k<kernel>``, case- and
-    whitespace-insensitive, ``_`` or ``-`` between the parts. Anything else is rejected rather
-    than guessed, because a mis-read kernel silently corrupts every label.
+    The format is ``mbconv<version>_e<expansion>_k<kernel>``, case- and whitespace-insensitive,
+    ``_`` or ``-`` between the parts. Anything else is rejected rather than guessed, because a
+    mis-read kernel silently corrupts every label.
+
+    Args:
+        block: e.g. ``"mbconv3_e6_k5"``.
+
+    Raises:
+        ValueError: the string does not have that form.
+
+    Example:
+        >>> parse_block("mbconv3_e6_k5")
+        (3, 6, 5)
     """
     m = _BLOCK_RE.match(str(block))
     if not m:
@@ -619,7 +690,7 @@ def _cache_arch(space, config, where: str):
 
     Layers become ``(e, k)``; the resolution becomes the space's resolution global (``r``, or its
     only global). When the cache has one unit more than the space, the last unit is merged into
-    the one before (OFA-ProxylessNAS: its 1-layer 6th unit belongs to the 5th, see method.md §5).
+    the one before (OFA-ProxylessNAS: its 1-layer 6th unit belongs to the 5th, see docs/spaces.md).
     """
     from search_spaces.base import Arch
 
@@ -647,15 +718,29 @@ def _cache_arch(space, config, where: str):
 def import_authors_cache(pkl_path: str | os.PathLike, out_path: str | os.PathLike, allow_pickle: bool = False,
                          space="ofa_mbv3", metrics: Sequence[str] | None = None) -> dict:
     """Convert an AutoBuild authors' cache (e.g. ``ofa_mbv3_custom_cache.pkl``) once into a JSONL or
-    Parquet table that :class:`TableEvaluator` reads; returns ``{"rows", "metrics", "path"}``.
+    Parquet table that :class:`TableEvaluator` reads.
 
     Each entry is a dict with ``"original config" = [resolution, [[block strings] per unit]]`` and
-    numeric metrics (``acc``, ``latency_gpu``, ...). Metrics default to the keys numeric in the
-    first entry; every entry must then have all of them finite. Rows are written as
-    ``{"arch": <native encoding>, <metric>: value, ...}``.
+    numeric metrics (``acc``, ``latency_gpu``, ...). Rows are written as
+    ``{"arch": <native encoding>, <metric>: value, ...}``. Unpickling can execute code, so this
+    refuses unless ``allow_pickle=True`` and, even then, uses a restricted unpickler that accepts
+    only lists, dicts, strings and numbers.
 
-    Unpickling can execute code, so this refuses unless ``allow_pickle=True`` and, even then, uses a
-    restricted unpickler that accepts only lists, dicts, strings and numbers.
+    Args:
+        pkl_path: the authors' pickle.
+        out_path: the table to write (``.jsonl`` or ``.parquet``; written atomically).
+        allow_pickle: confirm that the pickle's origin is trusted.
+        space: the space of the cache's architectures (instance or name).
+        metrics: metrics to import (default: the keys numeric in the first entry); every entry
+            must have all of them finite.
+
+    Returns:
+        ``{"rows", "metrics", "path"}``.
+
+    Raises:
+        ConfigError: ``allow_pickle`` is False, or a bad output suffix.
+        TableError: the pickle is unreadable, refers to anything but plain data, or an entry
+            is malformed.
     """
     pkl_path, out_path = Path(pkl_path), Path(out_path)
     if not allow_pickle:

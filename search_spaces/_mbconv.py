@@ -1,24 +1,11 @@
 """Shared machinery of the OFA macro spaces (MobileNetV3 and ProxylessNAS supernets).
 
-Both OFA supernets are the same kind of object: a fixed stem and first block, a sequence of
-*stages* of elastic MBConv blocks (each block picks an expansion ratio ``e`` and a kernel size
-``k``; each stage picks how many of its slots are active), and a fixed head. OFA encodes a subnet
-as flat per-slot lists ``ks``/``e`` plus per-stage depths ``d``; AutoBuild reasons about *units*,
-which are stages, except that a unit may absorb trailing fixed-depth stages (ProxylessNAS merges
-its 1-block final stage into the 5th unit). :class:`MacroSpec` describes a supernet as data, and
-:class:`MBConvMacroSpace` derives encodings, graphs and real timm networks from it, so the two
-concrete spaces are only their descriptions.
-
-Conventions shared by both spaces (and documented for users in the concrete modules):
-
-* Unused OFA slots are written as ``0`` by :meth:`MBConvMacroSpace.format`: a value that can never
-  be mistaken for a real layer, while keeping ``ks``/``e`` integer lists. :meth:`parse` ignores
-  unused slots entirely, whatever they hold (OFA's own sampler fills them with random choices).
-* The ``layer`` node feature is the block's slot offset inside its unit, i.e. its position in
-  OFA's per-slot lists relative to the unit's first slot. For ordinary units that is simply
-  0..d-1; for a merged unit the absorbed stage's block keeps its own slot (see ``ofa_pn``), so the
-  ranker can tell it apart from the variable-depth blocks before it.
-* Unit and layer indices in error messages are 0-based, like ``Arch.units``.
+Both supernets are a stem, stages of elastic MBConv blocks (each block picks an expansion ratio
+``e`` and a kernel size ``k``; each stage how many of its slots are active) and a head. A
+:class:`MacroSpec` describes a supernet as data and :class:`MBConvMacroSpace` derives encodings,
+graphs and real timm networks from it, so the two concrete spaces are only their descriptions
+and cannot drift apart. Units are stages, except that a unit may absorb trailing fixed-depth
+stages (ProxylessNAS). Encoding conventions (unused slots, the ``layer`` feature): docs/spaces.md.
 """
 
 from __future__ import annotations
@@ -44,10 +31,16 @@ LAYER_CHOICES = tuple((e, k) for e in EXPAND_CHOICES for k in KERNEL_CHOICES)
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One OFA stage: its output width, first-block stride, activation, SE flag and depths.
+    """One OFA stage.
 
-    ``depths`` with a single value marks a fixed-depth stage, which must be merged into the unit
-    before it (it has nothing to search on its own but its blocks' ``e``/``k``).
+    Attributes:
+        width: output channels.
+        stride: stride of the stage's first block.
+        act: activation name (timm's ``get_act_layer``).
+        se: whether its blocks use squeeze-excite.
+        depths: allowed block counts; a single value marks a fixed-depth stage, which must be
+            merged into the unit before it (it has nothing to search on its own but its blocks'
+            ``e``/``k``).
     """
 
     width: int
@@ -58,10 +51,12 @@ class StageSpec:
 
     @property
     def slots(self) -> int:
+        """Slots the stage occupies in OFA's per-slot lists (its largest depth)."""
         return max(self.depths)
 
     @property
     def fixed(self) -> bool:
+        """Whether the stage has a single allowed depth."""
         return len(self.depths) == 1
 
 
@@ -69,9 +64,20 @@ class StageSpec:
 class MacroSpec:
     """A whole OFA-style supernet as data.
 
-    ``unit_stages[u]`` lists the stages that unit ``u`` covers, in order; only the first may vary
-    in depth. ``head_expand`` is a 1x1 conv + BN + act before pooling, ``head_mix`` a 1x1 conv +
-    act (no BN) after pooling (MobileNetV3's "efficient last stage"); either may be absent.
+    Attributes:
+        stem_width: channels of the 3x3 stride-2 stem conv.
+        stem_act: its activation.
+        first_width: output channels of the fixed depthwise-separable first block.
+        first_act: its activation.
+        stages: the :class:`StageSpec` of every stage, in order.
+        unit_stages: ``unit_stages[u]`` lists the stages unit ``u`` covers, in order; only the
+            first may vary in depth.
+        head_expand: channels of a 1x1 conv + BN + act before pooling (None: absent).
+        head_expand_act: its activation.
+        head_mix: channels of a 1x1 conv + act (no BN) after pooling, MobileNetV3's "efficient
+            last stage" (None: absent).
+        head_mix_act: its activation.
+        dropout: dropout before the classifier.
     """
 
     stem_width: int
@@ -162,7 +168,11 @@ def _is_seq(v: Any) -> bool:
 
 class MBConvMacroSpace(SearchSpace):
     """Base of the OFA macro spaces; a subclass only sets ``name``/``description`` and passes its
-    :class:`MacroSpec` to ``super().__init__``, so the two spaces cannot drift apart in behaviour."""
+    :class:`MacroSpec` to ``super().__init__``, so the two spaces cannot drift apart in behaviour.
+
+    Args:
+        spec: the supernet's description.
+    """
 
     spec: MacroSpec
     default_input = {"in_chans": 3, "resolution": 224, "num_classes": 1000}
@@ -210,9 +220,22 @@ class MBConvMacroSpace(SearchSpace):
         return self._choice(obj["r"], RESOLUTION_CHOICES, "r", "resolution")
 
     def parse(self, obj: Any) -> Arch:
-        """Accepts OFA's ``{"ks", "e", "d", "r"}`` dict, ``{"units": [...], "r"}``, a plain list of
-        per-unit ``[e, k]`` lists, either as a JSON string, or an ``Arch``. ``r`` defaults to the
-        largest resolution; keys other than these are ignored (metric columns ride along)."""
+        """Parse a native encoding into an :class:`~search_spaces.base.Arch`.
+
+        Args:
+            obj: OFA's ``{"ks", "e", "d", "r"}`` dict, ``{"units": [...], "r"}``, a plain list of
+                per-unit ``[e, k]`` lists (or of per-stage lists), any of these as a JSON string,
+                or an ``Arch`` (validated). ``r`` defaults to the largest resolution; other keys
+                are ignored (metric columns ride along).
+
+        Raises:
+            EncodingError: the message names the unit, layer or slot at fault.
+
+        Example:
+            >>> from search_spaces import get_space
+            >>> get_space("ofa_mbv3").parse([[[3, 3], [6, 7]]] * 5).global_dict
+            {'r': 224}
+        """
         if isinstance(obj, Arch):
             try:
                 g = dict(obj.globals)
@@ -306,7 +329,11 @@ class MBConvMacroSpace(SearchSpace):
 
     # ---- formatting ------------------------------------------------------------------------
     def format(self, arch: Arch) -> dict:
-        """OFA's dict; unused slots are 0 and ``d`` lists every stage (ProxylessNAS: its final 1)."""
+        """OFA's dict; unused slots are 0 and ``d`` lists every stage (ProxylessNAS: its final 1).
+
+        Args:
+            arch: an ``Arch`` or any encoding :meth:`parse` accepts.
+        """
         arch = self.parse(arch)
         lay = self._layout
         ks = [0] * lay.n_slots
@@ -324,6 +351,11 @@ class MBConvMacroSpace(SearchSpace):
         return [{"unit": u, "layer": p, "e": e, "k": k, "r": r} for p, (e, k) in zip(pos, cfg)]
 
     def to_graph(self, arch: Arch) -> ArchGraph:
+        """A chain with one node per active block (features unit, layer, e, k, r).
+
+        Args:
+            arch: an ``Arch`` or any encoding :meth:`parse` accepts.
+        """
         arch = self.parse(arch)
         r = arch.global_dict["r"]
         nodes = [n for u, cfg in enumerate(arch.units) for n in self._nodes(u, cfg, r)]
@@ -331,7 +363,13 @@ class MBConvMacroSpace(SearchSpace):
 
     def unit_graph(self, unit: int, config: Sequence, globals: dict | None = None) -> UnitGraph:
         """The unit's blocks as a chain; its last block at hop d-1 sees exactly the unit, and the
-        block before the unit is d hops away, so the receptive field matches the whole network."""
+        block before the unit is d hops away, so the receptive field matches the whole network.
+
+        Args:
+            unit: unit index.
+            config: the unit's layers, ``[(e, k), ...]``.
+            globals: global choices (default: the space's; only ``r`` is used).
+        """
         if not isinstance(unit, int) or not 0 <= unit < len(self.units):
             raise self._err(f"unit index {_short(unit)} not in 0..{len(self.units) - 1}")
         g = dict(self.default_globals())
@@ -347,7 +385,16 @@ class MBConvMacroSpace(SearchSpace):
     def unit_graph_set(self, unit: int, configs: Sequence, globals: dict | None = None):
         """Vectorised ``unit_graph`` for every configuration at once: the node rows of all chains
         are produced as flat arrays, so scoring a whole space costs array operations rather than
-        tens of thousands of small graph objects (method.md §4: score in batches)."""
+        tens of thousands of small graph objects.
+
+        Args:
+            unit: unit index.
+            configs: the unit's configurations to build.
+            globals: global choices (default: the space's; only ``r`` is used).
+
+        Returns:
+            ``(GraphSet, exit_nodes, hops)``, one entry per configuration.
+        """
         import torch
 
         from search_spaces.graph import GraphSet
@@ -385,7 +432,14 @@ class MBConvMacroSpace(SearchSpace):
 
     # ---- real networks ---------------------------------------------------------------------
     def block_plan(self, arch: Arch) -> list[dict]:
-        """Every searchable block in order with its channels, stride, activation and SE flag."""
+        """Every searchable block in order with its channels, stride, activation and SE flag.
+
+        Args:
+            arch: an ``Arch`` or any encoding :meth:`parse` accepts.
+
+        Returns:
+            One dict per block: unit, stage, in, out, stride, e, k, act, se.
+        """
         arch = self.parse(arch)
         plan, cin = [], self.spec.first_width
         for u, cfg in enumerate(arch.units):
@@ -402,8 +456,15 @@ class MBConvMacroSpace(SearchSpace):
 
     def build_model(self, arch: Arch, num_classes: int = 10, in_chans: int = 3, resolution: int | None = None):
         """The subnet as a timm-block network. All convolutions are padded and the head pools
-        globally, so the same module runs at any input size (28x28 Fashion-MNIST up to 224);
-        ``resolution`` is therefore accepted for the contract but does not change the module."""
+        globally, so the same module runs at any input size (28x28 Fashion-MNIST up to 224).
+
+        Args:
+            arch: an ``Arch`` or any encoding :meth:`parse` accepts.
+            num_classes: classifier outputs.
+            in_chans: input channels.
+            resolution: accepted for the contract (checked to be a positive integer) but does
+                not change the module.
+        """
         import torch.nn as nn
         from timm.layers import get_act_layer, make_divisible
         from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual, SqueezeExcite

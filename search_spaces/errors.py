@@ -36,7 +36,13 @@ class CheckpointError(AutoBuildError, ValueError):
 
 
 class UnknownNameError(AutoBuildError, KeyError):
-    """A registry lookup failed; the message suggests the closest known names."""
+    """A registry lookup failed; the message suggests the closest known names.
+
+    Args:
+        kind: what was looked up (``"search space"``, ``"evaluator"``, ...).
+        name: the name given.
+        known: the names that exist.
+    """
 
     def __init__(self, kind: str, name: str, known: Iterable[str]):
         known = sorted(known)
@@ -51,6 +57,15 @@ class UnknownNameError(AutoBuildError, KeyError):
 
 
 def suggest(name: str, known: Iterable[str]) -> str:
-    """A ' Did you mean ...?' hint (or '') for messages built elsewhere."""
+    """A ' Did you mean ...?' hint (or '') for messages built elsewhere.
+
+    Args:
+        name: the name given.
+        known: the names that exist.
+
+    Example:
+        >>> suggest("gcm", ["gcn", "gat", "gin"])
+        " Did you mean 'gcn'?"
+    """
     close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.5)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

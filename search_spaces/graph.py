@@ -1,15 +1,12 @@
 """The data model every search space produces and the ranker consumes.
 
 An architecture becomes a small directed graph: one node per layer (macro spaces) or per
-operation (cell spaces), edges along the data flow (source -> target). Node features follow the
-space's :class:`FeatureSpec` schema: positional and categorical features are stored as integer
-indices into their vocabularies (``x_cat``), continuous ones as raw floats (``x_cont``).
-
-Training touches thousands of tiny graphs hundreds of times, so instead of collating PyG ``Data``
-objects per mini-batch we collate once into a :class:`GraphSet` (flat tensors + node pointers)
-and cut mini-batches out of it with index arithmetic. The resulting :class:`GraphBatch` carries
-exactly what ``torch_geometric`` layers need (``edge_index``, ``batch``), and can be converted to
-a PyG ``Batch`` when a user wants one.
+operation (cell spaces), edges along the data flow. Node features follow the space's
+:class:`FeatureSpec` schema: positional and categorical features as vocabulary indices
+(``x_cat``), continuous ones as raw floats (``x_cont``). Training touches thousands of tiny
+graphs many times, so they are collated once into a :class:`GraphSet` (flat tensors and node
+pointers) and mini-batches are cut out of it by index arithmetic; a :class:`GraphBatch` carries
+what ``torch_geometric`` layers need and converts to a PyG ``Batch`` on request.
 """
 
 from __future__ import annotations
@@ -26,10 +23,15 @@ FEATURE_KINDS = ("positional", "categorical", "continuous")
 class FeatureSpec:
     """One node feature of a space's schema.
 
-    ``values`` is the ordered vocabulary of a positional/categorical feature (indices into it are
-    stored), or the candidate values of a continuous one (optional; used for importance read-out
-    and for building). ``low``/``high`` scale a continuous feature to about [0, 1] inside the
-    FE-MLP so the schema, not the model, decides the units.
+    Attributes:
+        name: the feature's name (a global choice of the same name is scored through it).
+        kind: ``"positional"``, ``"categorical"`` or ``"continuous"``.
+        values: the ordered vocabulary of a positional/categorical feature (indices into it are
+            stored), or the candidate values of a continuous one (optional; used for the
+            importance read-out and for building).
+        low: with ``high``, scales a continuous feature to about [0, 1] inside the FE-MLP, so
+            the schema, not the model, decides the units.
+        high: see ``low``.
     """
 
     name: str
@@ -48,25 +50,43 @@ class FeatureSpec:
 
     @property
     def is_categorical(self) -> bool:
+        """True for positional and categorical features (stored as indices in ``x_cat``)."""
         return self.kind != "continuous"
 
     def index(self, value) -> int:
-        """Vocabulary index of ``value`` (categorical/positional features only)."""
+        """Vocabulary index of ``value`` (categorical/positional features only).
+
+        Args:
+            value: a value of the vocabulary.
+
+        Raises:
+            ValueError: the value is not in the vocabulary.
+        """
         try:
             return self.values.index(value)
         except ValueError:
             raise ValueError(f"feature {self.name!r} has no value {value!r}; allowed: {list(self.values)}") from None
 
     def to_dict(self) -> dict:
+        """JSON-able form (what a saved ranker stores)."""
         return {"name": self.name, "kind": self.kind, "values": list(self.values), "low": self.low, "high": self.high}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureSpec":
+        """Inverse of :meth:`to_dict`.
+
+        Args:
+            d: a dict with name and kind, optionally values, low and high.
+        """
         return cls(d["name"], d["kind"], tuple(d.get("values", ())), float(d.get("low", 0.0)), float(d.get("high", 1.0)))
 
 
 def split_schema(features: Sequence[FeatureSpec]) -> tuple[list[FeatureSpec], list[FeatureSpec]]:
-    """(categorical-like features in x_cat column order, continuous features in x_cont column order)."""
+    """(categorical-like features in x_cat column order, continuous features in x_cont column order).
+
+    Args:
+        features: a space's schema.
+    """
     return [f for f in features if f.is_categorical], [f for f in features if not f.is_categorical]
 
 
@@ -74,7 +94,10 @@ def split_schema(features: Sequence[FeatureSpec]) -> tuple[list[FeatureSpec], li
 class ArchGraph:
     """One architecture (or one unit configuration) as a graph.
 
-    x_cat: int64 [N, n_cat]; x_cont: float32 [N, n_cont]; edge_index: int64 [2, E] (source, target).
+    Attributes:
+        x_cat: int64 ``[N, n_cat]`` vocabulary indices.
+        x_cont: float32 ``[N, n_cont]`` raw values.
+        edge_index: int64 ``[2, E]``, rows (source, target).
     """
 
     x_cat: torch.Tensor
@@ -83,10 +106,18 @@ class ArchGraph:
 
     @property
     def num_nodes(self) -> int:
+        """Number of nodes."""
         return int(self.x_cat.shape[0])
 
     @staticmethod
     def from_rows(cat_rows: Sequence[Sequence[int]], cont_rows: Sequence[Sequence[float]], edges: Sequence[tuple[int, int]]) -> "ArchGraph":
+        """Build from per-node rows and an edge list.
+
+        Args:
+            cat_rows: per node, its vocabulary indices.
+            cont_rows: per node, its continuous values.
+            edges: ``(source, target)`` pairs.
+        """
         n = len(cat_rows)
         x_cat = torch.tensor(cat_rows, dtype=torch.long).reshape(n, -1)
         x_cont = torch.tensor(cont_rows, dtype=torch.float32).reshape(n, -1)
@@ -118,13 +149,27 @@ class GraphBatch:
         return torch.bincount(self.batch, minlength=self.num_graphs)
 
     def to(self, device) -> "GraphBatch":
+        """A copy on ``device``.
+
+        Args:
+            device: a torch device or its name.
+        """
         sizes = None if self.sizes is None else self.sizes.to(device)
         return GraphBatch(self.x_cat.to(device), self.x_cont.to(device), self.edge_index.to(device), self.batch.to(device),
                           self.num_graphs, sizes)
 
 
 class GraphSet:
-    """Many graphs collated once; ``batch(ids)`` cuts out any subset without Python loops per graph."""
+    """Many graphs collated once; ``batch(ids)`` cuts out any subset without Python loops per graph.
+
+    Args:
+        graphs: at least one :class:`ArchGraph`.
+
+    Example:
+        >>> g = ArchGraph.from_rows([[0], [1]], [[], []], [(0, 1)])
+        >>> GraphSet([g, g, g]).batch([0, 2]).edge_index.tolist()
+        [[0, 2], [1, 3]]
+    """
 
     def __init__(self, graphs: Sequence[ArchGraph]):
         if not graphs:
@@ -146,7 +191,15 @@ class GraphSet:
     @classmethod
     def from_flat(cls, x_cat: torch.Tensor, x_cont: torch.Tensor, edge_local: torch.Tensor, n_nodes: torch.Tensor, n_edges: torch.Tensor) -> "GraphSet":
         """Build from already-concatenated node rows and graph-local edges (vectorised producers
-        such as a space enumerating thousands of unit configurations skip per-graph objects)."""
+        such as a space enumerating thousands of unit configurations skip per-graph objects).
+
+        Args:
+            x_cat: ``[sum of nodes, n_cat]`` rows of all graphs, graph after graph.
+            x_cont: ``[sum of nodes, n_cont]`` likewise.
+            edge_local: ``[2, sum of edges]`` edges with graph-local node ids, graph after graph.
+            n_nodes: nodes per graph.
+            n_edges: edges per graph.
+        """
         self = cls.__new__(cls)
         self.n = int(len(n_nodes))
         self.n_nodes, self.n_edges = n_nodes.long(), n_edges.long()
@@ -159,7 +212,11 @@ class GraphSet:
 
     @staticmethod
     def chain_edges(n_nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Graph-local path edges (0->1->...->n-1) of many chains at once: (edge_local, n_edges)."""
+        """Graph-local path edges (0->1->...->n-1) of many chains at once: (edge_local, n_edges).
+
+        Args:
+            n_nodes: nodes of each chain.
+        """
         n_edges = torch.clamp(n_nodes - 1, min=0)
         total = int(n_edges.sum())
         seg_start = torch.repeat_interleave(torch.cumsum(n_edges, 0) - n_edges, n_edges)
@@ -181,6 +238,11 @@ class GraphSet:
         return torch.repeat_interleave(starts, c) + torch.arange(total) - seg_start
 
     def batch(self, ids: Sequence[int] | torch.Tensor | None = None) -> GraphBatch:
+        """The graphs ``ids`` as one disconnected graph.
+
+        Args:
+            ids: graph indices, in the order wanted (default: all graphs).
+        """
         ids = torch.arange(self.n) if ids is None else torch.as_tensor(ids, dtype=torch.long)
         node_idx = self._ranges(self.node_ptr, self.n_nodes, ids)
         edge_idx = self._ranges(self.edge_ptr, self.n_edges, ids)
@@ -192,6 +254,11 @@ class GraphSet:
         return GraphBatch(self.x_cat[node_idx], self.x_cont[node_idx], ei, batch_vec, len(ids), nn_)
 
     def exit_node_global_index(self, ids: torch.Tensor, local_exit: torch.Tensor) -> torch.Tensor:
-        """Row, inside ``batch(ids)``, of each graph's node ``local_exit[i]``."""
+        """Row, inside ``batch(ids)``, of each graph's node ``local_exit[i]``.
+
+        Args:
+            ids: the graph indices passed to :meth:`batch`.
+            local_exit: per graph, a graph-local node index.
+        """
         nn_ = self.n_nodes[ids]
         return torch.cumsum(nn_, 0) - nn_ + local_exit

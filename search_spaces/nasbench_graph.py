@@ -1,33 +1,12 @@
 """NAS-Bench-Graph (PyPI ``nas-bench-graph``) GNN space as an AutoBuild space.
 
-NAS-Bench-Graph describes a GNN by a *link pattern* and four operations. Computing node i
-(i = 1..4) applies ``ops[i-1]`` to the output of node ``link[i-1]`` (0 is the input features);
-every node without successors feeds the output. The package keeps 9 canonical link patterns
-(``link_list``) and maps any other of the 24 valid patterns onto them by relabelling nodes.
-
-Mapping onto the AutoBuild contract (see also docs/spaces.md):
-
-- units: the 4 op slots, each a depth-1 unit whose layer choices are ``(op,)`` for op in
-  ``gnn_list`` (gat, gcn, gin, cheb, sage, arma, graph, fc, skip). Slot u is computing node u+1.
-- global choice ``link``: index 0..8 into ``link_list``. The link pattern is a global because it
-  cannot be split into per-slot choices without most combinations being invalid or duplicates.
-- graph: node 0 is the input, nodes 1..4 the op slots, edges ``link[u] -> u+1`` (data flow).
-  Node features: ``slot`` (positional: "input", 0..3), ``op`` (categorical incl. "input"),
-  ``link`` (categorical 0..8, carried by every node so that the FE-MLP gives the link pattern its
-  own per-value score), ``is_output`` (1 for nodes without successors: they feed the output).
-- unit u's exit node is op node u at hop 0: a unit is one operation, so its own hop-0 features
-  (op, slot, link, is_output) are exactly what covers it. ``unit_graph`` is that single node.
-- key: the package's own canonical hash (``Arch.valid_hash``: regularise the link pattern, move
-  skip ops, sort interchangeable branches), so keys equal the benchmark's dictionary keys. The
-  9 × 9⁴ = 59,049 encodings give 26,207 keys: the 26,206 benchmark entries plus the all-skip
-  network, which the benchmark leaves out.
-
-Native encodings: ``{"link": [0, 0, 1, 2], "ops": ["gcn", "gat", "skip", "fc"]}`` (``link`` may
-also be an index 0..8 or any of the 24 valid patterns, which are regularised), a ``(link, ops)``
-pair, the package's hash int (or a digit string), a JSON string of the dict, or an Arch.
-
-``build_model`` returns a real torch_geometric GNN for node classification; it is called as
-``model(x, edge_index)``, never on images.
+A GNN is a link pattern plus four operations: computing node i applies ``ops[i-1]`` to node
+``link[i-1]`` (0 = input features) and nodes without successors feed the output. Units are the
+four op slots (depth 1, layer ``(op,)``); the link pattern is the global choice ``link`` (an
+index into the package's 9 canonical patterns), because per-slot links would mostly be invalid
+or duplicates. Keys are the package's canonical hashes, so they equal the benchmark's dictionary
+keys. ``build_model`` gives a torch_geometric node classifier; ``load_bench`` reads the tables
+shipped in the wheel. Graph, features and encodings: docs/spaces.md.
 """
 
 from __future__ import annotations
@@ -60,6 +39,15 @@ DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers",
 
 
 class NASBenchGraphSpace(SearchSpace):
+    """The NAS-Bench-Graph space (registered as ``nasbench_graph``).
+
+    Example:
+        >>> space = NASBenchGraphSpace()
+        >>> a = space.parse({"link": [0, 0, 1, 2], "ops": ["gcn", "gat", "skip", "fc"]})
+        >>> space.format(a)["ops"], space.key(a) == space.key(space.parse(space.bench_hash(a)))
+        (['gcn', 'gat', 'skip', 'fc'], True)
+    """
+
     name = "nasbench_graph"
     description = "NAS-Bench-Graph: 4 GNN op slots (9 ops each) wired by one of 9 link patterns"
     features = (
@@ -75,10 +63,20 @@ class NASBenchGraphSpace(SearchSpace):
     # ---- encodings ---------------------------------------------------------------------------
     @staticmethod
     def link_of(arch: Arch) -> tuple[int, ...]:
+        """The architecture's link pattern (one source node per slot).
+
+        Args:
+            arch: an ``Arch`` of this space.
+        """
         return LINKS[arch.global_dict["link"]]
 
     @staticmethod
     def ops_of(arch: Arch) -> list[str]:
+        """The architecture's four op names, slot by slot.
+
+        Args:
+            arch: an ``Arch`` of this space.
+        """
         return [cfg[0][0] for cfg in arch.units]
 
     def _make(self, link: Any, ops: Any) -> Arch:
@@ -116,6 +114,16 @@ class NASBenchGraphSpace(SearchSpace):
         return self._make(int(rest), [OPS[d] for d in reversed(digits)])
 
     def parse(self, obj: Any) -> Arch:
+        """Parse a native encoding.
+
+        Args:
+            obj: ``{"link": [...] or index, "ops": [...]}`` (any of the 24 valid link patterns is
+                regularised onto the 9), a ``(link, ops)`` pair, the package's hash int or digit
+                string, a JSON string of the dict, or an ``Arch`` (validated).
+
+        Raises:
+            EncodingError: with the accepted forms and, for a misspelt op, a suggestion.
+        """
         if isinstance(obj, Arch):
             return self.validate(obj)
         if isinstance(obj, (bool, np.bool_)):
@@ -143,13 +151,27 @@ class NASBenchGraphSpace(SearchSpace):
         raise EncodingError(f'nasbench_graph: cannot parse a {type(obj).__name__}; give {{"link": [...], "ops": [...]}}, a (link, ops) pair or a hash int')
 
     def format(self, arch: Arch) -> dict:
+        """``{"link": [4 ints], "ops": [4 names]}``.
+
+        Args:
+            arch: an ``Arch`` of this space.
+        """
         return {"link": list(self.link_of(arch)), "ops": self.ops_of(arch)}
 
     def bench_hash(self, arch: Arch) -> int:
-        """The package's canonical hash: the benchmark's dictionary key for this architecture."""
+        """The package's canonical hash: the benchmark's dictionary key for this architecture.
+
+        Args:
+            arch: an ``Arch`` of this space.
+        """
         return int(_BenchArch(list(self.link_of(arch)), self.ops_of(arch)).valid_hash())
 
     def key(self, arch: Arch) -> str:
+        """:meth:`bench_hash` as a string (isomorphic architectures share it).
+
+        Args:
+            arch: an ``Arch`` of this space.
+        """
         return str(self.bench_hash(arch))
 
     # ---- graphs ------------------------------------------------------------------------------
@@ -158,6 +180,11 @@ class NASBenchGraphSpace(SearchSpace):
         return {"slot": u, "op": op, "link": link_idx, "is_output": int(u in leaves)}
 
     def to_graph(self, arch: Arch) -> ArchGraph:
+        """Input node 0 and op nodes 1..4 with edges ``link[u] -> u+1``.
+
+        Args:
+            arch: an ``Arch`` of this space.
+        """
         self.validate(arch)
         li = arch.global_dict["link"]
         nodes = [{"slot": "input", "op": "input", "link": li, "is_output": 0}]
@@ -166,6 +193,14 @@ class NASBenchGraphSpace(SearchSpace):
         return graph_from_nodes(self.features, nodes, edges)
 
     def unit_graph(self, unit: int, config, globals: dict | None = None) -> UnitGraph:
+        """The slot's op node alone, exit node 0 at hop 0 (its features are the whole unit).
+
+        Args:
+            unit: slot index 0..3.
+            config: ``((op,),)``.
+            globals: ``{"link": index}`` (default: the space's), which sets ``link`` and
+                ``is_output``.
+        """
         if not 0 <= unit < N_SLOTS:
             raise EncodingError(f"nasbench_graph: unit {unit} does not exist; units are 0..{N_SLOTS - 1}")
         config = tuple(tuple(layer) for layer in config)
@@ -183,14 +218,31 @@ class NASBenchGraphSpace(SearchSpace):
     def build_model(self, arch: Arch, num_classes: int = 7, in_chans: int = 64, resolution: int | None = None, hidden: int = 64, dropout: float = 0.5) -> nn.Module:
         """A node-classification GNN: ``model(x [N, in_chans], edge_index [2, E]) -> [N, num_classes]``.
 
-        ``in_chans`` is the node-feature dimension; ``resolution`` is ignored (graphs have none).
+        Args:
+            arch: an ``Arch`` of this space.
+            num_classes: output classes.
+            in_chans: the node-feature dimension.
+            resolution: ignored (graphs have none).
+            hidden: hidden width (even: GAT splits it over 2 heads).
+            dropout: dropout after every op.
         """
         self.validate(arch)
         return NASBenchGraphNet(self.link_of(arch), self.ops_of(arch), in_dim=in_chans, num_classes=num_classes, hidden=hidden, dropout=dropout)
 
     def count_params_flops(self, arch: Arch, num_classes: int | None = None, in_chans: int | None = None, resolution: int | None = None, num_nodes: int = 100) -> dict:
-        """Parameters, and FLOPs on a synthetic ring graph of ``num_nodes`` nodes (the base class
-        would feed an image, which a GNN cannot take)."""
+        """Parameters, and FLOPs on a synthetic ring graph (the base class would feed an image,
+        which a GNN cannot take).
+
+        Args:
+            arch: an ``Arch`` of this space.
+            num_classes: output classes (default: ``default_input``).
+            in_chans: node-feature dimension (default: ``default_input``).
+            resolution: ignored.
+            num_nodes: nodes of the ring graph.
+
+        Returns:
+            ``{"params", "flops"}``.
+        """
         from torch.utils.flop_counter import FlopCounterMode
 
         num_classes = num_classes or self.default_input["num_classes"]
@@ -246,7 +298,16 @@ def _make_op(op: str, d: int) -> nn.Module | None:
 
 class NASBenchGraphNet(nn.Module):
     """Linear pre-processing to ``hidden``, the 4-op DAG (each op followed by ReLU and dropout,
-    ``skip`` passes through), the sum of the leaf nodes, and a linear classifier."""
+    ``skip`` passes through), the sum of the leaf nodes, and a linear classifier.
+
+    Args:
+        link: the link pattern.
+        ops: the four op names.
+        in_dim: node-feature dimension.
+        num_classes: output classes.
+        hidden: hidden width (even).
+        dropout: dropout probability.
+    """
 
     def __init__(self, link, ops, in_dim: int, num_classes: int, hidden: int = 64, dropout: float = 0.5):
         super().__init__()
@@ -261,6 +322,12 @@ class NASBenchGraphNet(nn.Module):
         self.post = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[N, num_classes]``.
+
+        Args:
+            x: node features ``[N, in_dim]``.
+            edge_index: ``[2, E]`` edges of the input graph.
+        """
         states = [self.dropout(torch.relu(self.pre(x)))]
         for src, name, op in zip(self.link, self.op_names, self.ops):
             h = states[src]
@@ -293,13 +360,18 @@ def _load(dataset: str) -> dict[str, dict]:
 def load_bench(dataset: str) -> dict[str, dict]:
     """NAS-Bench-Graph's light table for ``dataset``: ``{key: {"acc", "valid_acc", "latency_ms", "params"}}``.
 
-    Keys are :meth:`NASBenchGraphSpace.key` strings. The package stores ``perf``/``valid_perf`` as
-    fractions (for ``proteins`` presumably ROC-AUC, the ogbn-proteins metric, not accuracy), ``latency`` in seconds and ``para`` in
-    millions; we convert to %, ms and a parameter count. The tables are pickles inside the
-    installed ``nas-bench-graph`` wheel, read with the package's own ``light_read``: trusted
-    package data, not user input. Results are cached per process; the returned outer dict is a
-    fresh copy, the per-architecture dicts are shared and must not be mutated.
-    ``proteins`` has only 2,021 entries (ops gcn, sage, arma, fc, skip); the other eight 26,206.
+    Keys are :meth:`NASBenchGraphSpace.key` strings. The package's fractions, seconds and millions
+    come back as %, ms and a parameter count (for ``proteins`` the "accuracy" is presumably
+    ROC-AUC, the ogbn-proteins metric). The tables are pickles inside the installed wheel, read
+    with the package's own ``light_read``: trusted package data, not user input. Results are
+    cached per process; the outer dict is a fresh copy, the per-architecture dicts are shared and
+    must not be mutated. Table sizes per dataset: docs/spaces.md.
+
+    Args:
+        dataset: one of ``DATASETS`` (case-insensitive).
+
+    Raises:
+        UnknownNameError: an unknown dataset, or one missing from the installed wheel.
     """
     name = str(dataset).lower()
     if name not in DATASETS or not (_bench_dir() / f"{name}.bench").exists():

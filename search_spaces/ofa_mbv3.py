@@ -2,23 +2,10 @@
 
 Five units (OFA's five elastic stages) of depth {2, 3, 4}; each block an MBConv with expansion
 ratio e in {3, 4, 6} and kernel size k in {3, 5, 7}; one global choice, the input resolution
-r in {192, 196, ..., 224}. Per unit 9^2 + 9^3 + 9^4 = 7,371 configurations.
-
-Network (OFA ``OFAMobileNetV3`` w1.0): 3x3/2 stem to 16 channels (h-swish), a fixed 3x3
-depthwise-separable block (16 -> 16, ReLU), the five stages (widths 24, 40, 80, 112, 160;
-strides 2, 2, 2, 1, 2; ReLU, ReLU, h-swish, h-swish, h-swish; squeeze-excite in units 1, 3, 4,
-0-based), then 1x1 conv to 960 + BN + h-swish, global pooling, 1x1 conv to 1280 + h-swish and the
-classifier. With ``num_classes=1000`` at 224 the parameter count equals OFA's own.
-
-Encodings accepted by :meth:`parse` (also as JSON strings):
-
-* OFA's dict ``{"ks": [20], "e": [20], "d": [5], "r": 224}``: stage s uses the first ``d[s]`` of
-  its 4 slots; the other slots are ignored whatever they hold; other keys (``top1``...) too.
-* ``{"units": [[[e, k], ...] x 5], "r": 224}`` or a plain list of the 5 unit lists (r = 224).
-* an :class:`~search_spaces.base.Arch` (validated).
-
-:meth:`format` returns OFA's dict with unused slots set to 0, so ``key`` (the compact JSON of
-that dict) is canonical: two encodings that differ only in padding get the same key.
+r in {192, 196, ..., 224}. The network follows OFA's ``OFAMobileNetV3`` w1.0 (at 1000 classes
+and 224 pixels it has OFA's parameter count). :meth:`parse` takes OFA's ``ks/e/d/r`` dict,
+per-unit ``[e, k]`` lists or an ``Arch``; :meth:`format` writes OFA's dict with unused slots 0,
+so two encodings that differ only in padding share a key. Details: docs/spaces.md.
 """
 
 from __future__ import annotations
@@ -46,6 +33,14 @@ OFA_MBV3_W10 = MacroSpec(
 
 
 class OFAMobileNetV3Space(MBConvMacroSpace):
+    """The OFA-MobileNetV3 w1.0 space (registered as ``ofa_mbv3``).
+
+    Example:
+        >>> space = OFAMobileNetV3Space()
+        >>> space.n_unit_configs()[0], space.format(space.sample(1)[0])["r"] in range(192, 225, 4)
+        (7371, True)
+    """
+
     name = "ofa_mbv3"
     description = "OFA MobileNetV3 w1.0: 5 units x depth {2,3,4} x MBConv (e in {3,4,6}, k in {3,5,7}), resolution 192..224"
 
