@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from search_spaces.errors import ConfigError
+from search_spaces.errors import ConfigError, suggest
 
 
-def config_error(section: str, exc: ValidationError) -> ConfigError:
-    """One readable :class:`ConfigError` from a pydantic ValidationError (every problem listed)."""
+def config_error(section: str, exc: ValidationError, known: list[str] | None = None) -> ConfigError:
+    """One readable :class:`ConfigError` from a pydantic ValidationError (every problem listed).
+
+    Args:
+        section: the settings' name in messages (e.g. "train").
+        exc: the validation error.
+        known: the valid setting names, to suggest the closest one for a misspelt key.
+    """
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ())) or "?"
@@ -21,7 +27,8 @@ def config_error(section: str, exc: ValidationError) -> ConfigError:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if err.get("type") == "extra_forbidden":
-            parts.append(f"{section}.{loc} is not a setting of {section} (check the spelling; the settings are listed in its documentation)")
+            hint = suggest(loc, known or [])
+            parts.append(f"{section}.{loc} is not a setting of {section}.{hint} Known settings: {', '.join(known or [])}")
         else:
             parts.append(f"{section}.{loc}={err.get('input')!r}: {msg}")
     return ConfigError("; ".join(parts) + ".")
@@ -37,13 +44,13 @@ class ConfigModel(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise config_error(self._section_name(), exc) from None
+            raise config_error(self._section_name(), exc, list(type(self).model_fields)) from None
 
     def __setattr__(self, name, value):
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
-            raise config_error(self._section_name(), exc) from None
+            raise config_error(self._section_name(), exc, list(type(self).model_fields)) from None
 
     @classmethod
     def _section_name(cls) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal, Sequence, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from search_spaces.errors import ConfigError
+from search_spaces.errors import ConfigError, suggest
 
 from .ranker import RankerConfig
 from .train import TrainConfig
@@ -77,6 +77,15 @@ class SearchSettings(_Settings):
         "methods always search the full space and re-prune it each round.")
     batch_size: int = Field(1, ge=1, description="Architectures proposed per evaluation call (larger: fewer, bigger remote batches).")
     options: dict[str, Any] = Field(default_factory=dict, description="Options passed to the search strategy (see its settings).")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from .search import list_methods
+
+        if v not in list_methods():
+            raise ValueError(f"unknown search method {v!r}.{suggest(v, list_methods())} Known methods: {', '.join(list_methods())}")
+        return v
 
 
 ITERATIVE_METHODS = ("autobuild", "predictor")
@@ -204,11 +213,18 @@ class AutoBuild:
 
     def score(self, trained) -> tuple[Any, Any]:
         """Unit scores of every unit configuration and the FE-MLP read-out: ``(scores, importance)``."""
-        from .importance import feature_importance
+        from .importance import fe_mlp_readout
         from .scoring import score_units
 
         scores = score_units(trained, self.space, method=self.settings.prune.scoring, seed=self.seed)
-        return scores, feature_importance(trained, self.space)
+        return scores, fe_mlp_readout(trained, self.space)
+
+    def effects(self, trained):
+        """The ranker's estimate of each feature value's effect on the target, with intervals
+        (:func:`~autobuild_core.importance.op_effects`)."""
+        from .importance import op_effects
+
+        return op_effects(trained, self.space, seed=self.seed)
 
     def build(self, scores, importance) -> list:
         """``build.n`` architectures of top-scored configurations (empty when building is off)."""

@@ -82,12 +82,10 @@ def train_ranker_task(ab, cfg: RunConfig, layout: RunLayout, history: list, on_e
 
 
 def ranker_quality(trained, archs, y) -> dict:
-    """Held-out Spearman of the kept checkpoint (validation split), or training Spearman when no split was held out."""
-    val = [h for h in (trained.history or []) if h.get("val_pred_spearman") is not None]
-    if val:
-        best = val[-1]
-        return {"pred_spearman": float(best["val_pred_spearman"]), "spearman_on": "validation",
-                "hop_spearman": [float(v) for v in (best.get("val_hop_spearman") or [])], "best_epoch": best.get("epoch")}
+    """Held-out Spearman of the kept checkpoint, or training Spearman when no validation split was held out."""
+    if trained.val_spearman is not None:
+        return {"pred_spearman": float(trained.val_spearman), "spearman_on": "validation",
+                "hop_spearman": [float(v) for v in (trained.val_hop_spearman or [])], "best_epoch": trained.best_epoch}
     ev = trained.evaluate(archs, y)
     return {"pred_spearman": float(ev["pred_spearman"]), "spearman_on": "training",
             "hop_spearman": [float(v) for v in ev["hop_spearman"]], "best_epoch": None}
@@ -95,15 +93,17 @@ def ranker_quality(trained, archs, y) -> dict:
 
 @task(name="score-units", **_TASK)
 def score_units_task(ab, cfg: RunConfig, layout: RunLayout, trained, ranker_dir: Path):
-    """Score every unit configuration and read out the FE-MLP scalars (CSV, reused on rerun)."""
+    """Score every unit configuration; read out the FE-MLP scalars and the feature-value effects (CSV, reused on rerun)."""
     import pandas as pd
 
     out = layout.stage("scores", ranker_dir.name, cfg.prune.scoring)
     if not done(out):
         t0 = time.perf_counter()
         scores, imp = ab.score(trained)
+        effects = ab.effects(trained)
         write_stage(out, {"unit_scores.csv": lambda p: scores.to_csv(p, index=False),
-                          "importance.csv": lambda p: imp.to_csv(p, index=False)},
+                          "importance.csv": lambda p: imp.to_csv(p, index=False),
+                          "op_effects.csv": lambda p: effects.to_csv(p, index=False)},
                     {"seconds": time.perf_counter() - t0})
     return pd.read_csv(out / "unit_scores.csv"), pd.read_csv(out / "importance.csv"), out
 

@@ -99,7 +99,7 @@ def test_written_paths_stay_in_run_dir(tmp_path):
 
 def test_schema_has_descriptions_for_prefect_form():
     schema = RunConfig.model_json_schema()
-    train = schema["$defs"]["TrainSection"]["properties"]
+    train = schema["$defs"]["TrainConfig"]["properties"]
     assert train["epochs"]["description"]
     assert schema["additionalProperties"] is False
 

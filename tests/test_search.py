@@ -179,7 +179,8 @@ def test_bench_search_end_to_end(shared_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rc = main(["bench", "search", "--space", "nb201", "--table", str(table), "--budgets", "20,24", "--repeats", "1",
-                   "--methods", "autobuild,autobuild-build,random,rea,tpe", "--epochs", "5", "--json", str(out), "--quiet"])
+                   "--methods", "autobuild,autobuild-build,random,rea,tpe", "--set", "seeds.n=10", "--set", "train.epochs=5",
+                   "--json", str(out), "--quiet"])
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["optimum"] == pytest.approx(94.3733, abs=1e-3)
@@ -190,11 +191,12 @@ def test_bench_search_end_to_end(shared_dir, tmp_path):
             assert cell["evaluations_used"] <= int(b)
             assert cell["regret_mean"] == pytest.approx(data["optimum"] - cell["best_mean"])
     assert data["methods"]["random"]["24"]["evaluations_used"] == 24
-    assert data["methods"]["autobuild-build"]["20"]["evaluations_used"] <= 11
+    assert data["methods"]["autobuild-build"]["20"]["evaluations_used"] == 11  # 10 seeds + the built architecture
+    assert data["settings"]["seeds"]["n"] == 10 and data["settings"]["search"]["method"] == "autobuild"
 
 
 def test_log_scaled_k():
-    from benchmarks.search import log_scaled_k
+    from autobuild_core.build import log_scaled_k
 
     ks = log_scaled_k([5, 25, 125], 200)
     assert ks[0] <= ks[1] <= ks[2] and 100 <= np.prod(ks) <= 400
