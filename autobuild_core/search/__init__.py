@@ -1,6 +1,7 @@
 """Search strategies over a search space or an AutoBuild-pruned space, with a budget of unique
 evaluations (see :func:`run_search`). No Prefect or MLflow here: flows wrap these calls."""
 
+from .autobuild import IterativeAutoBuild, IterativeSettings, PredictorGuided
 from .domain import Dimension, Domain, PrunedDomain, SpaceDomain, as_domain
 from .pareto import hypervolume_2d, non_dominated, to_minimization
 from .runner import SearchResult, run_search
@@ -21,4 +22,5 @@ __all__ = [
     "SearchResult", "run_search",
     "SearchStrategy", "RandomSearch", "RegularizedEvolution", "OrderedSearch", "OptunaTPE", "OptunaNSGA2",
     "get_strategy", "list_methods",
+    "IterativeAutoBuild", "PredictorGuided", "IterativeSettings",
 ]

@@ -1,0 +1,425 @@
+"""Iterative, ranker-guided AutoBuild search (``"autobuild"``) and its ablation (``"predictor"``).
+
+Seeds, then rounds: retrain a small ensemble of rankers on everything evaluated so far (targets
+clipped from below so the many failed cells do not dominate the loss), score every unit
+configuration with :func:`~autobuild_core.scoring.score_units`, draw candidates from mutations of
+the best evaluated architectures, from the unit-score-pruned space and at random, and pick the
+next batch by an upper confidence bound on the ensemble (plus a share of model-free mutations of
+the best, because greedy top-predicted batches stall). ``"predictor"`` is the same loop without
+unit scores: the pruned-space share of the pool is drawn uniformly instead, so comparing the two
+measures what module scores add. Two objectives: one ensemble per objective, ParEGO-style
+random-weight Chebyshev scalarisation per batch slot. Design and citations: docs/search.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from search_spaces.base import Arch
+from search_spaces.errors import ConfigError
+
+from .domain import Domain
+from .pareto import non_dominated
+from .strategies import STRATEGIES, SearchStrategy, Values
+
+
+class IterativeSettings(BaseModel):
+    """Settings of the iterative AutoBuild loop (defaults: the best measured on tuning seeds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_init: int = Field(10, ge=0, description="seed architectures (stratified sample) evaluated before the first round; "
+                        "prior observations count towards them")
+    min_train: int = Field(10, ge=8, description="fewest successful evaluations before the ranker is trained "
+                           "(below it, rounds propose stratified/random architectures)")
+    batch_min: int = Field(10, ge=1, description="smallest batch proposed per round")
+    batch_max: int = Field(20, ge=1, description="largest batch proposed per round")
+    batch_growth: float = Field(0.1, ge=0, description="round batch = clip(batch_growth x evaluations so far, batch_min, batch_max): "
+                                "few retrainings early are wasted least, many late would cost most")
+    ensemble: int = Field(3, ge=1, description="rankers per objective per round (different seeds and validation splits); "
+                          "their spread is the uncertainty of the acquisition")
+    graph_passes: int = Field(4000, ge=100, description="training work per ranker and round, in graphs seen: "
+                              "epochs = clip(graph_passes / n_train, epochs_min, epochs_max)")
+    epochs_min: int = Field(20, ge=1, description="fewest epochs per ranker and round")
+    epochs_max: int = Field(60, ge=1, description="most epochs per ranker and round")
+    lr: float = Field(1e-2, gt=0, description="ranker learning rate (AdamW)")
+    train_batch: int = Field(128, ge=2, description="ranker mini-batch size")
+    gnn: Literal["gatv2", "graphconv", "gin"] = Field("graphconv", description="message-passing layer of the ranker")
+    clip_quantile: float = Field(0.25, ge=0, lt=1, description="training targets are clipped from below at this quantile "
+                                 "of the evaluated values, so the ranker spends its capacity on the top")
+    pool_parents: int = Field(10, ge=1, description="best evaluated architectures whose one-edit neighbours enter the pool "
+                              "(for two objectives: non-dominated first)")
+    pool_mutations: int = Field(400, ge=0, description="cap on the neighbours in the pool (sampled when more)")
+    pool_units: int = Field(400, ge=0, description="pool share drawn from the unit-score-pruned space "
+                            "(predictor: drawn uniformly instead)")
+    pool_random: int = Field(200, ge=0, description="pool share drawn uniformly from the domain")
+    keep_exponent: float = Field(0.5, gt=0, le=1, description="the pruned space keeps the top ceil(n_u ** keep_exponent) "
+                                 "configurations of unit u (all global choices are kept)")
+    unit_scoring: Literal["paper", "marginal"] = Field("paper", description="score_units method")
+    kappas: tuple[float, ...] = Field((0.0, 1.0, 2.0), description="UCB factors (mean + kappa x std), cycled over a batch's slots")
+    explore_fraction: float = Field(0.2, ge=0, le=1, description="share of each batch spent on model-free random mutations of "
+                                    "the best evaluated architectures")
+    explore_top: int = Field(5, ge=1, description="parents of the model-free mutations")
+
+    def batch(self, n_seen: int) -> int:
+        return int(np.clip(round(self.batch_growth * n_seen), self.batch_min, max(self.batch_min, self.batch_max)))
+
+    def epochs(self, n_train: int) -> int:
+        return int(np.clip(round(self.graph_passes / max(1, n_train)), self.epochs_min, max(self.epochs_min, self.epochs_max)))
+
+
+def _space_of(domain: Domain):
+    return getattr(domain, "space", None) or getattr(getattr(domain, "pruned", None), "space", None)
+
+
+def transform_targets(values: np.ndarray, direction: str, clip_quantile: float) -> np.ndarray:
+    """Objective values -> 'larger is better' training targets, clipped from below.
+
+    Minimised objectives learn ``-log`` (latencies span orders of magnitude) when all values are
+    positive, ``-value`` otherwise; NaN (a failed evaluation) becomes the clip floor."""
+    v = np.asarray(values, dtype=float)
+    ok = np.isfinite(v)
+    if direction == "minimize":
+        v = -np.log(v) if np.all(v[ok] > 0) else -v
+    floor = float(np.quantile(v[ok], clip_quantile)) if ok.any() else 0.0
+    v = np.where(np.isfinite(v), v, floor)
+    return np.maximum(v, floor)
+
+
+class IterativeAutoBuild(SearchStrategy):
+    """Iterative AutoBuild: ranker ensemble + unit-score-pruned candidates + UCB batches.
+
+    Options: ``settings`` (an :class:`IterativeSettings` or a dict of its fields) and
+    ``on_round`` (called after each retraining with a dict: ``round``, ``n_evaluated``,
+    ``val_spearman`` (mean held-out Spearman of the rankers; ``val_spearman_members`` per ranker
+    and objective), ``epochs``, ``unit_scores`` (DataFrame of the first objective, mean over the
+    ensemble; None for ``predictor``), ``pruned`` (``k``, ``size``, ``units``: kept configuration
+    labels per unit; None for ``predictor``), ``changed`` (units whose top configuration changed
+    since the previous round, with ``before``/``after`` labels), ``batch`` (proposed
+    architectures), ``pool_size`` and ``seconds``).
+    Prior observations (``observe``) join the training data and count towards ``n_init``.
+    """
+
+    name = "autobuild"
+    multi_objective = True
+    use_units = True
+
+    def __init__(self, domain: Domain, directions: Sequence[str], seed: int, budget: int,
+                 settings: IterativeSettings | dict | None = None, on_round: Callable[[dict], None] | None = None):
+        super().__init__(domain, directions, seed, budget)
+        if isinstance(settings, dict):
+            settings = IterativeSettings(**settings)
+        self.settings = settings or IterativeSettings()
+        self.on_round = on_round
+        self.space = _space_of(domain)
+        if self.space is None:
+            raise ConfigError(f"search method {self.name!r} needs a domain over a search space (its rankers read the space's graphs)")
+        self._obs: dict = {}  # key -> (arch, values or None), in order of arrival
+        self._pending: set = set()
+        self._queue: list = []
+        self._round = 0
+        self._prev_top: list | None = None
+        self._init: list | None = None
+        self.rounds: list = []  # the info dicts also passed to on_round (without the DataFrame)
+
+    # ---- ask / tell ---------------------------------------------------------------------------
+    def tell(self, arch: Arch, values: Values | None, duplicate: bool = False) -> None:
+        k = self.domain.key(arch)
+        self._pending.discard(k)
+        if not duplicate and k not in self._obs:
+            self._obs[k] = (arch, None if values is None else tuple(float(v) for v in values))
+
+    def observe(self, arch: Arch, values: Values | None) -> None:
+        self.tell(arch, values)
+
+    def ask(self) -> Arch:
+        while not self._queue:
+            self._fill()
+        arch = self._queue.pop(0)
+        self._pending.add(self.domain.key(arch))
+        return arch
+
+    # ---- rounds -----------------------------------------------------------------------------
+    def _seen(self, k) -> bool:
+        return k in self._obs or k in self._pending
+
+    def _fill(self) -> None:
+        s = self.settings
+        ok = [(a, v) for a, v in self._obs.values() if v is not None]
+        if len(self._obs) < s.n_init or len(ok) < s.min_train or len({v for _, v in ok}) < 2:
+            self._queue = self._initial(max(1, s.n_init - len(self._obs)) if len(self._obs) < s.n_init else s.batch_min)
+            return
+        self._queue = self._round_batch(ok)
+
+    def _initial(self, n: int) -> list:
+        if self._init is None:
+            try:
+                cand = self.space.sample(max(self.settings.n_init, 1), seed=self.seed, stratified=True)
+            except Exception:  # spaces without stratified sampling
+                cand = []
+            self._init = [a for a in cand if self.domain.contains(a)]
+        out, keys = [], set()
+        while self._init and len(out) < n:
+            a = self._init.pop(0)
+            k = self.domain.key(a)
+            if not self._seen(k) and k not in keys:
+                out.append(a), keys.add(k)
+        for _ in range(50 * n):
+            if len(out) >= n:
+                break
+            a = self.domain.random_arch(self.rng)
+            k = self.domain.key(a)
+            if not self._seen(k) and k not in keys:
+                out.append(a), keys.add(k)
+        return out or [self.domain.random_arch(self.rng)]
+
+    def _train(self, archs: list, y: np.ndarray, obj: int) -> list:
+        from ..ranker import RankerConfig
+        from ..train import TrainConfig, train_ranker
+
+        s = self.settings
+        n_val = int(round(0.1 * len(archs)))
+        epochs = s.epochs(len(archs) - n_val)
+        models = []
+        for m in range(s.ensemble):
+            seed = int(np.random.SeedSequence([self.seed, self._round, obj, m]).generate_state(1)[0] % (2**31))
+            models.append(train_ranker(self.space, archs, y, RankerConfig(gnn=s.gnn),
+                                       TrainConfig(epochs=epochs, lr=s.lr, batch_size=s.train_batch, seed=seed,
+                                                   val_fraction=0.1, eval_every=epochs)))
+        self._epochs = epochs
+        return models
+
+    def _round_batch(self, ok: list) -> list:
+        t0 = time.time()
+        s = self.settings
+        self._round += 1
+        archs = [a for a, _ in self._obs.values()]
+        vals = np.array([[np.nan] * len(self.directions) if v is None else list(v) for _, v in self._obs.values()], dtype=float)
+        ensembles, targets = [], []
+        for j, d in enumerate(self.directions):
+            y = transform_targets(vals[:, j], d, s.clip_quantile)
+            targets.append(y)
+            ensembles.append(self._train(archs, y, j) if np.std(y) > 0 else [])
+        info: dict[str, Any] = {"round": self._round, "n_evaluated": len(self._obs), "epochs": self._epochs}
+        members = [[_val_spearman(t) for t in ens] for ens in ensembles]
+        flat = [x for row in members for x in row if x is not None and np.isfinite(x)]
+        info["val_spearman"] = float(np.mean(flat)) if flat else None
+        info["val_spearman_members"] = members
+
+        pruned = None
+        if self.use_units and all(ensembles):
+            pruned = self._units(ensembles, info)
+        else:
+            info.update(unit_scores=None, pruned=None, changed=[])
+
+        pool = self._pool(targets, pruned)
+        n = s.batch(len(self._obs))
+        batch = self._select(pool, ensembles, targets, n)
+        info.update(batch=batch, pool_size=len(pool), seconds=time.time() - t0)
+        self.rounds.append({k: v for k, v in info.items() if k != "unit_scores"})
+        if self.on_round is not None:
+            self.on_round(info)
+        return batch
+
+    # ---- unit scores -> pruned space ------------------------------------------------------------
+    def _units(self, ensembles: list, info: dict):
+        from ..build import PrunedSpace
+        from ..scoring import config_of, score_units
+
+        s = self.settings
+        choices = [[] for _ in self.space.units]
+        first = None
+        for j, ens in enumerate(ensembles):
+            tables = [score_units(t, self.space, method=s.unit_scoring, seed=self.seed) for t in ens]
+            df = tables[0].copy()
+            df["score"] = np.mean([t["score"].to_numpy() for t in tables], axis=0)
+            df["score_std"] = np.std([t["score"].to_numpy() for t in tables], axis=0)
+            df["rank"] = df.groupby("unit")["score"].rank(ascending=False, method="first").astype(int)
+            if first is None:
+                first = df
+            for u, spec in enumerate(self.space.units):
+                k = max(1, math.ceil(spec.n_configs ** s.keep_exponent))
+                if len(ensembles) > 1:
+                    k = max(1, math.ceil(k / len(ensembles)))
+                sub = df[df["unit"] == u].sort_values("score", ascending=False, kind="stable").head(k)
+                for c in sub["config"]:
+                    cfg = config_of(c)
+                    if cfg not in choices[u]:
+                        choices[u].append(cfg)
+        scores = [[0.0] * len(c) for c in choices]
+        pruned = PrunedSpace(self.space, choices, scores, {k: tuple(v) for k, v in self.space.global_choices.items()})
+        top = [first[first["unit"] == u].sort_values("score", ascending=False, kind="stable").iloc[0]["label"] for u in range(len(self.space.units))]
+        changed = []
+        if self._prev_top is not None:
+            changed = [{"unit": u, "before": b, "after": a} for u, (b, a) in enumerate(zip(self._prev_top, top)) if a != b]
+        self._prev_top = top
+        info.update(
+            unit_scores=first,
+            pruned={"k": [len(c) for c in choices], "size": int(pruned.size),
+                    "units": [[self.space.format_config(u, c) for c in cs] for u, cs in enumerate(choices)]},
+            changed=changed,
+        )
+        return pruned
+
+    # ---- candidates ---------------------------------------------------------------------------
+    def _scalar_rank(self, targets: list) -> np.ndarray:
+        """Order of the evaluated architectures, best first (two objectives: non-dominated first)."""
+        t = np.stack(targets, 1)
+        if t.shape[1] == 1:
+            return np.argsort(-t[:, 0], kind="stable")
+        rest, order = list(range(len(t))), []
+        while rest:
+            front = [rest[i] for i in non_dominated(t[rest], ["maximize"] * t.shape[1])]
+            front.sort(key=lambda i: -t[i].sum())
+            order += front
+            rest = [i for i in rest if i not in set(front)]
+        return np.array(order)
+
+    def _neighbours(self, idx: tuple) -> list:
+        out = []
+        act = self.domain.active(idx)
+        for i, (d, a) in enumerate(zip(self.domain.dims, act)):
+            if not a or d.size < 2:
+                continue
+            for v in range(d.size):
+                if v != idx[i]:
+                    new = list(idx)
+                    new[i] = v
+                    after = self.domain.active(new)
+                    for j, (b0, a1) in enumerate(zip(act, after)):
+                        if a1 and not b0:
+                            new[j] = int(self.rng.integers(self.domain.dims[j].size))
+                    out.append(tuple(new))
+        return out
+
+    def _pool(self, targets: list, pruned) -> list:
+        s = self.settings
+        archs = [a for a, _ in self._obs.values()]
+        pool, keys = [], set()
+
+        def add(a) -> None:
+            k = self.domain.key(a)
+            if not self._seen(k) and k not in keys:
+                keys.add(k)
+                pool.append(a)
+
+        # 1. one-edit neighbours of the best evaluated
+        neigh = []
+        for i in self._scalar_rank(targets)[: s.pool_parents]:
+            idx = self.domain.encode(archs[i])
+            if idx is not None:
+                neigh += self._neighbours(idx)
+        if len(neigh) > s.pool_mutations:
+            neigh = [neigh[i] for i in self.rng.choice(len(neigh), s.pool_mutations, replace=False)]
+        for idx in neigh:
+            add(self.domain.decode(idx))
+        # 2. the unit-score-pruned space (or, for the predictor, the same number drawn uniformly)
+        if pruned is not None and s.pool_units:
+            if pruned.size <= s.pool_units:
+                gen = iter(pruned.enumerate_by_score())
+                draws = [a for a in gen]
+            else:
+                draws = pruned.sample(s.pool_units, self.rng)
+            for a in draws:
+                if self.domain.contains(a):
+                    add(a)
+        else:
+            for _ in range(s.pool_units):
+                add(self.domain.random_arch(self.rng))
+        # 3. uniform
+        for _ in range(s.pool_random):
+            add(self.domain.random_arch(self.rng))
+        return pool
+
+    # ---- acquisition ---------------------------------------------------------------------------
+    def _predict(self, ensembles: list, pool: list) -> tuple[np.ndarray, np.ndarray]:
+        from search_spaces.graph import GraphSet
+
+        gs = GraphSet([self.space.to_graph(a) for a in pool])
+        means, stds = [], []
+        for ens in ensembles:
+            if not ens:
+                means.append(np.zeros(len(pool))), stds.append(np.zeros(len(pool)))
+                continue
+            p = np.stack([_predict_graphs(t, gs) for t in ens])
+            means.append(p.mean(0)), stds.append(p.std(0))
+        return np.stack(means, 1), np.stack(stds, 1)
+
+    def _select(self, pool: list, ensembles: list, targets: list, n: int) -> list:
+        s = self.settings
+        n_explore = int(round(s.explore_fraction * n))
+        n_model = n - n_explore
+        out, keys = [], set()
+        if pool and n_model > 0:
+            mu, sd = self._predict(ensembles, pool)
+            t = np.stack(targets, 1)
+            lo, hi = t.min(0), t.max(0)
+            span = np.where(hi > lo, hi - lo, 1.0)
+            taken = np.zeros(len(pool), dtype=bool)
+            for slot in range(min(n_model, len(pool))):
+                kappa = s.kappas[slot % len(s.kappas)] if s.kappas else 0.0
+                ucb = (mu + kappa * sd - lo) / span
+                if ucb.shape[1] == 1:
+                    acq = ucb[:, 0]
+                else:  # ParEGO: augmented Chebyshev with random weights per slot
+                    w = self.rng.dirichlet(np.ones(ucb.shape[1]))
+                    gap = 1.0 - ucb
+                    acq = -(np.max(w * gap, 1) + 0.05 * np.sum(w * gap, 1))
+                acq = np.where(taken, -np.inf, acq)
+                i = int(np.argmax(acq))
+                taken[i] = True
+                out.append(pool[i]), keys.add(self.domain.key(pool[i]))
+        # model-free exploration: random mutations (1 or 2 edits) of the best evaluated
+        archs = [a for a, _ in self._obs.values()]
+        parents = [archs[i] for i in self._scalar_rank(targets)[: s.explore_top]]
+        tries = 0
+        while len(out) < n and tries < 200 * n:
+            tries += 1
+            idx = self.domain.encode(parents[int(self.rng.integers(len(parents)))])
+            if idx is None:
+                a = self.domain.random_arch(self.rng)
+            else:
+                for _ in range(1 + int(self.rng.random() < 0.5)):
+                    idx = self.domain.mutate_indices(idx, self.rng)
+                a = self.domain.decode(idx)
+            k = self.domain.key(a)
+            if not self._seen(k) and k not in keys:
+                out.append(a), keys.add(k)
+        return out or [self.domain.random_arch(self.rng)]
+
+
+class PredictorGuided(IterativeAutoBuild):
+    """The same loop without unit scores: the ablation that shows what module scores add."""
+
+    name = "predictor"
+    use_units = False
+
+
+def _val_spearman(trained) -> float | None:
+    for rec in reversed(trained.history or []):
+        if "val_pred_spearman" in rec:
+            v = rec["val_pred_spearman"]
+            return None if v is None else float(v)
+    return None
+
+
+def _predict_graphs(trained, gs) -> np.ndarray:
+    """Predictions (training-target units) for a pre-built GraphSet: built once per round and
+    shared by the ensemble instead of rebuilding graphs per ranker."""
+    import torch
+
+    model = trained.model
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(gs), 4096):
+            out.append(model(gs.batch(torch.arange(start, min(start + 4096, len(gs))))).pred)
+    return torch.cat(out).numpy().astype(np.float64) * trained.y_std + trained.y_mean
+
+
+STRATEGIES.update({IterativeAutoBuild.name: IterativeAutoBuild, PredictorGuided.name: PredictorGuided})

@@ -1,0 +1,156 @@
+"""Iterative AutoBuild (``autobuild``) and the predictor-guided baseline (``predictor``) on real
+tables: NAS-Bench-Graph (the installed wheel, always there) and NAS-Bench-201 (shared data,
+skipped when absent). Settings are shrunk (2 rankers, few epochs) so the file runs in seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autobuild_core.search import IterativeSettings, get_strategy, list_methods, run_search
+from autobuild_core.search.autobuild import transform_targets
+from search_spaces import get_space
+from search_spaces.errors import ConfigError
+
+FAST = dict(ensemble=2, graph_passes=200, epochs_min=6, epochs_max=10, pool_mutations=100, pool_units=60, pool_random=60)
+
+
+@pytest.fixture(scope="module")
+def nbg():
+    from search_spaces.nasbench_graph import load_bench
+
+    space = get_space("nasbench_graph")
+    table = load_bench("cora")
+    return space, table
+
+
+class TableObjective:
+    """Table lookups that remember every architecture they were asked to evaluate."""
+
+    def __init__(self, space, table, metrics=("acc",)):
+        self.space, self.table, self.metrics, self.seen = space, table, metrics, []
+
+    def __call__(self, archs):
+        self.seen += list(archs)
+        out = []
+        for a in archs:
+            m = self.table.get(self.space.key(a))
+            out.append(None if m is None else tuple(float(m[k]) for k in self.metrics))
+        return out
+
+
+def _search(method, space, obj, budget, seed=0, **kw):
+    from autobuild_core.search import as_domain
+
+    kw.setdefault("settings", FAST)
+    return run_search(method, as_domain(space, key=space.key), obj, budget, seed=seed, **kw)
+
+
+def test_registered():
+    assert {"autobuild", "predictor"} <= set(list_methods())
+    assert get_strategy("autobuild").name == "autobuild"
+    with pytest.raises(Exception):
+        IterativeSettings(no_such_field=1)
+
+
+@pytest.mark.parametrize("method", ["autobuild", "predictor"])
+def test_budget_unique_and_deterministic(nbg, method):
+    space, table = nbg
+    runs = []
+    for _ in range(2):
+        obj = TableObjective(space, table)
+        res = _search(method, space, obj, 26, seed=5)
+        keys = [space.key(a) for a in obj.seen]
+        assert res.n_eval == 26 and len(obj.seen) == 26
+        assert len(set(keys)) == len(keys), "an architecture was evaluated twice"
+        runs.append(keys)
+    assert runs[0] == runs[1], "same seed, different search"
+
+
+def test_prior_observations_and_on_round(nbg):
+    space, table = nbg
+    prior_archs = space.sample(12, seed=3)
+    prior = list(zip(prior_archs, TableObjective(space, table)(prior_archs)))
+    obj = TableObjective(space, table)
+    rounds = []
+    res = _search("autobuild", space, obj, 40, seed=1, initial=prior, on_round=rounds.append)
+    assert res.n_eval == 40 and len(obj.seen) == 40 - 12, "prior observations must not be evaluated again"
+    assert not {space.key(a) for a in obj.seen} & {space.key(a) for a in prior_archs}
+    # n_init (10) is covered by the 12 prior observations: the first round trains on them at once
+    assert rounds and rounds[0]["n_evaluated"] == 12
+    first = rounds[0]
+    for key in ("round", "n_evaluated", "val_spearman", "val_spearman_members", "epochs", "unit_scores", "pruned", "changed", "batch", "pool_size", "seconds"):
+        assert key in first, key
+    assert isinstance(first["unit_scores"], pd.DataFrame) and {"unit", "label", "score", "rank"} <= set(first["unit_scores"].columns)
+    assert first["pruned"]["size"] >= 1 and len(first["pruned"]["k"]) == len(space.units)
+    assert all(len(u) == k for u, k in zip(first["pruned"]["units"], first["pruned"]["k"]))
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
+    assert all(isinstance(c, dict) and {"unit", "before", "after"} <= set(c) for r in rounds for c in r["changed"])
+    assert all(r["val_spearman"] is None or -1 <= r["val_spearman"] <= 1 for r in rounds)
+
+
+def test_predictor_has_no_unit_scores(nbg):
+    space, table = nbg
+    rounds = []
+    _search("predictor", space, TableObjective(space, table), 25, seed=2, on_round=rounds.append)
+    assert rounds and all(r["unit_scores"] is None and r["pruned"] is None for r in rounds)
+
+
+def test_two_objectives(nbg):
+    space, table = nbg
+    obj = TableObjective(space, table, metrics=("acc", "latency_ms"))
+    res = _search("autobuild", space, obj, 30, seed=0, directions=("maximize", "minimize"))
+    assert res.n_eval == 30 and len(res.pareto) >= 1
+    keys = [space.key(a) for a in obj.seen]
+    assert len(set(keys)) == len(keys)
+
+
+def test_targets_clipped_from_below():
+    y = transform_targets(np.array([10.0, 10.0, 10.0, 90.0, 91.0, 92.0, np.nan]), "maximize", 0.5)
+    assert y.min() == pytest.approx(np.quantile([10, 10, 10, 90, 91, 92], 0.5)) and np.isfinite(y).all()
+    lat = transform_targets(np.array([1.0, 10.0, 100.0]), "minimize", 0.0)
+    assert lat[0] > lat[1] > lat[2]
+
+
+def test_needs_a_space():
+    from autobuild_core.search.domain import Domain
+
+    class Bare(Domain):
+        dims = ()
+
+        def decode(self, indices):
+            return None
+
+        def encode(self, arch):
+            return ()
+
+        def _all_archs(self):
+            return iter(())
+
+        @property
+        def size(self):
+            return 1
+
+    with pytest.raises(ConfigError):
+        get_strategy("autobuild")(Bare(), ("maximize",), 0, 10)
+
+
+def test_finds_top_one_percent_nb201(shared_dir):
+    from evaluators.tables import NB201TableEvaluator
+
+    path = shared_dir / "data" / "nb201" / "nb201_cifar10.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    ev = NB201TableEvaluator(path)
+    space = get_space("nb201")
+    accs = np.array([m["cifar10_test_acc"] for m in ev._loaded().values()])
+    top1 = float(np.quantile(accs, 0.99))
+
+    def obj(archs):
+        return [(ev.lookup(space.format(a))["cifar10_test_acc"],) for a in archs]
+
+    from autobuild_core.search import as_domain
+
+    res = run_search("autobuild", as_domain(space), obj, 60, seed=0, settings=FAST)
+    assert res.best["values"][0] >= top1, f"best {res.best['values'][0]:.2f} below the top-1% threshold {top1:.2f}"
