@@ -31,7 +31,7 @@ class _Settings(BaseModel):
 class SeedSettings(_Settings):
     """The first architectures evaluated: what the first ranker learns from."""
 
-    n: int = Field(20, ge=2, description="Seed architectures evaluated before the first ranker is trained (they count against search.budget).")
+    n: int = Field(10, ge=2, description="Seed architectures evaluated before the first ranker is trained (they count against search.budget).")
     stratified: bool = Field(True, description="Stratified sampling (every unit depth and layer choice covered evenly) instead of uniform.")
 
 
@@ -76,7 +76,8 @@ class SearchSettings(_Settings):
         "pruned", description="Where a non-iterative method searches: the pruned space or the full space. The iterative "
         "methods always search the full space and re-prune it each round.")
     batch_size: int = Field(1, ge=1, description="Architectures proposed per evaluation call (larger: fewer, bigger remote batches).")
-    options: dict[str, Any] = Field(default_factory=dict, description="Options passed to the search strategy (see its settings).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Settings of the search strategy: for autobuild/predictor the "
+                                    "fields of IterativeSettings (autobuild_core/search/autobuild.py), else the strategy's options.")
 
     @field_validator("method")
     @classmethod
@@ -260,11 +261,7 @@ class AutoBuild:
         s = self.settings.search
         iterative = s.method in ITERATIVE_METHODS
         where = self.space if iterative or pruned is None or s.space == "full" else pruned
-        options = dict(s.options)
-        if iterative:
-            options.setdefault("ranker", self.settings.ranker)
-            options.setdefault("train", self.settings.train)
-            options.setdefault("scoring", self.settings.prune.scoring)
+        options = {"settings": dict(s.options)} if iterative else dict(s.options)
         options.update(kwargs)
         initial = [(r["arch"], r["values"]) for r in history]
         if not iterative and pruned is not None and s.space == "pruned" and pruned.size <= s.budget - len(initial):

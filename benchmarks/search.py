@@ -160,9 +160,7 @@ def run_method(method: str, space, objective: Objective, budget: int, seed: int,
 
     if method in ("autobuild", "autobuild-build"):
         return run_autobuild(space, objective, budget, seed, settings, build_only=method == "autobuild-build").history
-    options = {}
-    if method == "predictor":
-        options = dict(settings.search.options, ranker=settings.ranker, train=settings.train, scoring=settings.prune.scoring)
+    options = {"settings": dict(settings.search.options)} if method == "predictor" else {}
     res = run_search(method, as_domain(space, key=objective.bench.key), objective, budget, seed,
                      directions=objective.directions, **options)
     return res.history

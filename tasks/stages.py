@@ -165,6 +165,7 @@ def search_task(ab, cfg: RunConfig, layout: RunLayout, history: list, pruned_d: 
         "pareto": [rec(r) for r in result.pareto],
         "trajectory": [None if (isinstance(v, float) and math.isnan(v)) else v for v in result.best_trajectory()],
         "seconds": time.perf_counter() - t0,
+        "domain_size": pruned.size if pruned is not None and cfg.search.space == "pruned" and not rounds else space.size(),
         "rounds": [round_summary(space, r) for r in rounds],
     }
     files: dict[str, Any] = {"search.json": res}

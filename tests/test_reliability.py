@@ -35,18 +35,22 @@ def _cfg(path, fraction: float):
 
 
 def test_pipeline_fails_only_past_failure_fraction_naming_archs_and_reasons(tmp_path, nb201_half_table):
-    from flows.pipeline import Evaluations
+    from flows.evaluate import Evaluations
+    from search_spaces import get_space
+    from tasks.layout import RunLayout
 
     natives, path = nb201_half_table
-    evals = Evaluations(_cfg(path, 0.6), tmp_path / "run")
-    recs = evals(natives, subflow=False)
+    space = get_space("nb201")
+    archs = [space.parse(a) for a in natives]
+    evals = Evaluations(_cfg(path, 0.6), RunLayout(tmp_path / "run").create(), space)
+    recs = evals(archs, subflow=False)
     assert [r.ok for r in recs] == [True] * 10 + [False] * 10
     assert all("not in table" in r.error for r in recs[10:])
     assert evals.counts() == {"total": 20, "new": 20, "reused": 0, "failed": 10}
     evals.check_failures("seed evaluation")  # 50% failed, 60% allowed: the run continues
 
-    strict = Evaluations(_cfg(path, 0.2), tmp_path / "run")
-    strict(natives, subflow=False)
+    strict = Evaluations(_cfg(path, 0.2), RunLayout(tmp_path / "run"), space)
+    strict(archs, subflow=False)
     assert strict.counts()["reused"] == 20 and strict.counts()["new"] == 0  # failures are stored and reused, not redone
     with pytest.raises(EvaluationError) as e:
         strict.check_failures("seed evaluation")

@@ -1,12 +1,9 @@
 """The HTML report, on a real (small) run directory, checked as text and in a headless browser.
 
 Running the whole pipeline takes minutes (tests/test_pipeline.py does that); here the core
-functions build a NAS-Bench-201 run directory in the pipeline's layout in a few seconds: a ranker
-trained on a sample of the shared table, its unit scores and importance, the built architecture,
-two-objective searches of the pruned and the full space, and the summary. The layout mirrors what
-flows/pipeline.py and tasks/stages.py write (summary.json, config.json, stages/ranker-<key>/
-{info.json, ranker/}, stages/scores-<key>/{unit_scores.csv, importance.csv}, built.json,
-search_<space>.json).
+functions build a NAS-Bench-201 run directory in a few seconds, written through the same
+RunLayout the pipeline's tasks use: a ranker trained on a sample of the shared table, its unit
+scores and read-outs, the built architecture, a two-objective search, and the summary.
 """
 
 from __future__ import annotations
@@ -67,47 +64,48 @@ def make_run_dir(rd: Path, table: dict, n_seeds: int = 120, epochs: int = 8, bud
     y = np.array([table[s]["cifar10_test_acc"] for s in seeds])
     trained = train_ranker(space, archs, y, ranker=RankerConfig(hidden=16, layers=3),
                            train=TrainConfig(epochs=epochs, batch_size=32, lr=2e-3, val_fraction=0.2, seed=0))
-    key = "k0"
-    stage = rd / "stages" / f"ranker-{key}"
+    from tasks.layout import RunLayout, write_stage
+
+    layout = RunLayout(rd).create()
+    stage = layout.stage("ranker", "k0")
     trained.save(stage / "ranker")
     last = [h for h in trained.history if h.get("val_pred_spearman") is not None][-1]
     info = {"pred_spearman": last["val_pred_spearman"], "hop_spearman": last["val_hop_spearman"], "spearman_on": "validation",
-            "n_train": len(archs), "seconds": 1.0, "history": trained.history, "key": key}
-    (stage / "info.json").write_text(json.dumps(info, default=float))
+            "n_train": len(archs), "seconds": 1.0, "history": trained.history}
+    write_stage(stage, {"info.json": json.loads(json.dumps(info, default=float)), "ranker": lambda d: trained.save(d)})
     scores = score_units(trained, space)
     imp = fe_mlp_readout(trained, space)
-    sdir = rd / "stages" / f"scores-{key}"
-    sdir.mkdir(parents=True)
-    scores.to_csv(sdir / "unit_scores.csv", index=False)
-    imp.to_csv(sdir / "importance.csv", index=False)
-    op_effects(trained, space, n_context=256).to_csv(sdir / "op_effects.csv", index=False)
+    effects = op_effects(trained, space, n_context=256)
+    sdir = write_stage(layout.stage("scores", stage.name), {"unit_scores.csv": lambda p: scores.to_csv(p, index=False),
+                                                            "importance.csv": lambda p: imp.to_csv(p, index=False),
+                                                            "op_effects.csv": lambda p: effects.to_csv(p, index=False)})
 
     built = space.format(build_arch(space, scores, imp))
     pruned = prune_space(space, scores, k=2, importance=imp)
-    (rd / "built.json").write_text(json.dumps({"built": [{"arch": built, "metrics": table[built], "error": None}],
-                                               "pruned": json.loads(pruned.to_json())}))
+    built_values = [table[built]["cifar10_test_acc"], table[built]["latency_pixel3"]]
+    layout.built.write_text(json.dumps({"built": [{"arch": built, "values": built_values}], "pruned": json.loads(pruned.to_json())}))
 
     def objective(batch):
         return [(table[space.format(a)]["cifar10_test_acc"], table[space.format(a)]["latency_pixel3"]) for a in batch]
 
     directions = tuple(o["direction"] for o in OBJECTIVES)
-    for which, domain, size in (("pruned", pruned, pruned.size), ("full", space, space.size())):
-        res = run_search("random", domain, objective, budget=budget, seed=0, directions=directions)
-        (rd / f"search_{which}.json").write_text(json.dumps(_search_json(space, which, res, size)))
+    res = run_search("random", space, objective, budget=budget, seed=0, directions=directions)
+    layout.search_json("run").write_text(json.dumps(_search_json(space, "run", res, space.size())))
 
     best = max(seeds, key=lambda s: table[s]["cifar10_test_acc"])
     config = {"name": "report-test", "space": "nb201", "target": "cifar10_test_acc",
               "evaluator": {"kind": "nb201_table", "settings": {"path": "nb201_cifar10.csv"}},
-              "search": {"method": "random", "budget": budget, "space": "both", "objectives": OBJECTIVES}}
+              "search": {"method": "random", "budget": budget, "objectives": OBJECTIVES}}
     (rd / "config.json").write_text(json.dumps(config))
     summary = {
         "status": "completed", "name": f"report-test {INJECTED}", "space": "nb201",
         "evaluator": {"kind": "nb201_table", "settings": {"path": f"x{INJECTED}.csv"}}, "target": "cifar10_test_acc",
         "run_dir": str(rd), "mlflow_run_id": "abc123", "prefect_flow_run_id": None,
         "evaluations": {"total": n_seeds + 2 * budget, "new": n_seeds + 2 * budget, "reused": 0, "failed": 0},
-        "ranker": {"pred_spearman": info["pred_spearman"], "hop_spearman": info["hop_spearman"], "spearman_on": "validation",
+        "stages": {"ranker": layout.relative(stage), "scores": layout.relative(sdir)},
+        "ranker": {"heldout_spearman": info["pred_spearman"], "hop_spearman": info["hop_spearman"], "spearman_on": "validation",
                    "n_train": n_seeds, "path": str(stage / "ranker")},
-        "built": [{"arch": built, "metrics": table[built], "error": None}],
+        "built": [{"arch": built, "values": built_values}],
         "pruned": {"size": pruned.size, "k": 2},
         "winners": [{"rank": 1, "arch": best, "metrics": table[best], "target": table[best]["cifar10_test_acc"], "error": None}],
         "best": {"arch": best, "metrics": table[best], "target": table[best]["cifar10_test_acc"], "source": "winners"},
@@ -179,8 +177,9 @@ def test_missing_pieces_give_notes_not_failures(run_dir, tmp_path):
     shutil.copytree(run_dir, rd, ignore=shutil.ignore_patterns("report.html"))
     for p in rd.glob("search_*.json"):
         p.unlink()
-    (rd / "stages" / "scores-k0" / "importance.csv").unlink()
-    (rd / "stages" / "scores-k0" / "op_effects.csv").unlink()
+    sdir = next((rd / "stages").glob("scores-*"))
+    (sdir / "importance.csv").unlink()
+    (sdir / "op_effects.csv").unlink()
     text = write_report(rd, out=tmp_path / "partial.html").read_text()
     assert 'class="error"' not in text
     assert "recomputed from the saved ranker" in text and "interval covers the sampled architectures only" in text
