@@ -231,6 +231,7 @@ _REGISTRY: dict[str, str] = {
     "nb201_table": "evaluators.tables:NB201TableEvaluator",
     "nasbench_graph": "evaluators.tables:NASBenchGraphEvaluator",
     "nats_bench": "evaluators.tables:NATSBenchEvaluator",
+    "transnas_table": "evaluators.transnas:TransNASTableEvaluator",
     "train": "evaluators.training:TrainingEvaluator",
     "training": "evaluators.training:TrainingEvaluator",  # alias used in configs
 }

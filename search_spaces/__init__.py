@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str] = {
     "ofa_pn": "search_spaces.ofa_pn:OFAProxylessSpace",
     "nb201": "search_spaces.nb201:NB201Space",
     "nasbench_graph": "search_spaces.nasbench_graph:NASBenchGraphSpace",
+    "transnas_micro": "search_spaces.transnas_micro:TransNASMicroSpace",
 }
 
 
