@@ -12,6 +12,7 @@ task's full labels, fine-tuned on n labels of another, against training from scr
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +24,7 @@ from search_spaces.errors import ConfigError
 from .common import _clean, write_json
 
 SIZES = (10, 20, 50, 100, 200)
-PAIRS = (("class_object", "segmentsemantic"), ("segmentsemantic", "class_object"))
+PAIRS = (("class_object", "segmentsemantic"),)
 TASK_LABELS = {"class_scene": "scene cls.", "class_object": "object cls.", "autoencoder": "autoencoder", "normal": "surface normal",
                "jigsaw": "jigsaw", "room_layout": "room layout", "segmentsemantic": "semantic seg."}
 
@@ -90,10 +91,10 @@ def pick_proxy(proxies: dict, idx: np.ndarray, y: np.ndarray) -> tuple[str, floa
 # ---------------------------------------------------------------------------------------------
 # One task's work (a process-pool job)
 # ---------------------------------------------------------------------------------------------
-def _train(data, idx, y, seed: int, epochs: int, init=None):
+def _train(data, idx, y, seed: int, epochs: int | None, init=None, lr: float | None = None):
     from autobuild_core.train import TrainConfig, train_ranker
 
-    cfg = TrainConfig(**({"epochs": epochs} if epochs else {}), seed=seed, val_fraction=0.0)
+    cfg = TrainConfig(**({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}), seed=seed, val_fraction=0.0)
     return train_ranker(data.space, [data.archs[i] for i in idx], y[idx], None, cfg, init=init)
 
 
@@ -115,7 +116,7 @@ def job_task(table: str, task: str, settings: dict, data: TransNASData | None = 
 
     torch.set_num_threads(1)
     data = data or TransNASData(table)
-    y, n, seed, ep = data.y[task], len(data.archs), settings["seed"], settings["epochs"]
+    y, n, seed, ep, lr = data.y[task], len(data.archs), settings["seed"], settings["epochs"], settings.get("lr")
     t0 = time.perf_counter()
     out: dict = {"task": task}
 
@@ -124,7 +125,7 @@ def job_task(table: str, task: str, settings: dict, data: TransNASData | None = 
     for r in range(settings["repeats"]):
         perm = np.random.default_rng(seed + r).permutation(n)
         tr, te = perm[: settings["train_size"]], perm[settings["train_size"]:]
-        trained = _train(data, tr, y, seed + r, ep)
+        trained = _train(data, tr, y, seed + r, ep, lr=lr)
         ev = trained.evaluate([data.archs[i] for i in te], y[te])
         name, sign = pick_proxy(data.proxies[task], tr, y)
         reps.append({"pred_spearman": ev["pred_spearman"], "final_hop_spearman": ev["hop_spearman"][-1],
@@ -134,7 +135,7 @@ def job_task(table: str, task: str, settings: dict, data: TransNASData | None = 
     out["quality"] = reps
 
     # (b) ranker on every labelled cell: unit scores (both scorings), op importance
-    full = _train(data, np.arange(n), y, seed, ep)
+    full = _train(data, np.arange(n), y, seed, ep, lr=lr)
     out["unit_scores"] = {}
     for method in ("paper", "marginal"):
         df = score_units(full, data.space, method=method)
@@ -161,8 +162,8 @@ def job_task(table: str, task: str, settings: dict, data: TransNASData | None = 
                 tr = pool[:m]
                 name, sign = pick_proxy(data.proxies[dst], tr, yd)
                 row["sizes"][str(m)] = {
-                    "finetuned": _pred_spearman(_train(data, tr, yd, seed + r, ep, init=full), data, te, yd),
-                    "scratch": _pred_spearman(_train(data, tr, yd, seed + r, ep), data, te, yd),
+                    "finetuned": _pred_spearman(_train(data, tr, yd, seed + r, ep, init=full, lr=lr), data, te, yd),
+                    "scratch": _pred_spearman(_train(data, tr, yd, seed + r, ep, lr=lr), data, te, yd),
                     "ridge": ridge_spearman(data.space, [data.archs[i] for i in tr], yd[tr], [data.archs[i] for i in te], yd[te]),
                     "proxy": name, "proxy_spearman": spearman(sign * data.proxies[dst][name][te], yd[te])}
             curve.append(row)
@@ -265,7 +266,7 @@ def summarise(per_task: dict, settings: dict) -> dict:
 
 def bench_transnas(table: str, tasks: Sequence[str] | None = None, train_size: int = 100, repeats: int = 3,
                    pairs: Sequence[tuple[str, str]] = PAIRS, sizes: Sequence[int] = SIZES, transfer_repeats: int = 3,
-                   epochs: int | None = None, seed: int = 0, jobs: int = 1, log=print) -> dict:
+                   epochs: int | None = None, seed: int = 0, jobs: int = 1, lr: float | None = None, log=print) -> dict:
     """Run (a), (b) and (c) (module docstring) and return the JSON-able result.
 
     Args:
@@ -277,6 +278,7 @@ def bench_transnas(table: str, tasks: Sequence[str] | None = None, train_size: i
         sizes: numbers of target labels in (c).
         transfer_repeats: random splits in (c).
         epochs: ranker epochs (default: the library's, ``TrainConfig().epochs``).
+        lr: ranker learning rate (default: the library's, ``TrainConfig().lr``).
         seed: base seed (split r of (a) uses seed + r, of (c) seed + 100 + r).
         jobs: worker processes (one task per job, one torch thread each).
         log: progress printer.
@@ -298,7 +300,7 @@ def bench_transnas(table: str, tasks: Sequence[str] | None = None, train_size: i
     sizes = sorted(int(s) for s in sizes)
     if not 8 <= train_size < len(data.archs) - 1 or not sizes or sizes[0] < 8 or sizes[-1] >= len(data.archs) - 2:
         raise ConfigError(f"--train-size and --sizes must lie in 8..{len(data.archs) - 3} (the table has {len(data.archs)} cells).")
-    settings = {"seed": seed, "epochs": epochs, "repeats": repeats, "train_size": train_size, "pairs": pairs, "sizes": sizes,
+    settings = {"seed": seed, "epochs": epochs, "lr": lr, "repeats": repeats, "train_size": train_size, "pairs": pairs, "sizes": sizes,
                 "transfer_repeats": transfer_repeats}
     order = sorted(tasks, key=lambda t: -sum(src == t for src, _ in pairs))  # transfer sources are the long jobs
     per_task: dict = {}
@@ -319,7 +321,7 @@ def bench_transnas(table: str, tasks: Sequence[str] | None = None, train_size: i
     res = summarise({t: per_task[t] for t in tasks}, settings)
     res.update(table=Path(table).name, n_cells=len(data.archs), train_size=train_size, repeats=repeats, sizes=sizes,
                pairs=[list(p) for p in pairs], transfer_repeats=transfer_repeats, epochs=epochs or TrainConfig().epochs,
-               lr=TrainConfig().lr, seed=seed, jobs=jobs, seconds=time.perf_counter() - t0)
+               lr=lr or TrainConfig().lr, lr_set=bool(lr), seed=seed, jobs=jobs, seconds=time.perf_counter() - t0)
     return json.loads(json.dumps(_clean(res)))
 
 
@@ -328,21 +330,21 @@ def summary(res: dict) -> str:
              f"(a) Spearman on held-out cells, {res['train_size']} training cells, {res['repeats']} repeats:",
              f"  {'task':<16} {'ranker':>7} {'hop-4':>7} {'ridge':>7} {'proxy':>7}  proxy chosen"]
     for t, q in res["quality"].items():
-        lines.append(f"  {t:<16} {q['pred_spearman']:7.3f} {q['final_hop_spearman']:7.3f} {q['ridge_spearman']:7.3f} {q['proxy_spearman']:7.3f}  {q['proxy_chosen']}")
+        lines.append(f"  {t:<16} {_f(q['pred_spearman']):>7} {_f(q['final_hop_spearman']):>7} {_f(q['ridge_spearman']):>7} {_f(q['proxy_spearman']):>7}  {q['proxy_chosen']}")
     tasks = res["tasks"]
     lines.append("(b) agreement of unit scores between tasks (Spearman, within-unit standardised): data / ranker paper / ranker marginal")
     for i, a in enumerate(tasks):
         for j, b in enumerate(tasks):
             if j > i and {"segmentsemantic"} & {a, b} and {"class_object", "class_scene"} & {a, b}:
-                lines.append(f"  {a} vs {b}: {res['agreement']['truth'][i][j]:.3f} / {res['agreement']['paper'][i][j]:.3f} / "
-                             f"{res['agreement']['marginal'][i][j]:.3f}")
-    lines.append(f"  ranker agreement follows the data's (Spearman over task pairs): paper {res['agreement_follows_truth']['paper']:.3f}, "
-                 f"marginal {res['agreement_follows_truth']['marginal']:.3f}")
+                lines.append(f"  {a} vs {b}: {_f(res['agreement']['truth'][i][j])} / {_f(res['agreement']['paper'][i][j])} / "
+                             f"{_f(res['agreement']['marginal'][i][j])}")
+    lines.append(f"  ranker agreement follows the data's (Spearman over task pairs): paper {_f(res['agreement_follows_truth']['paper'])}, "
+                 f"marginal {_f(res['agreement_follows_truth']['marginal'])}")
     lines.append("(c) transfer: Spearman on held-out target cells, fine-tuned / from scratch / ridge / best proxy")
     for name, tr in res["transfer"].items():
-        lines.append(f"  {name} (zero-shot {tr['zero_shot']:.3f}):")
+        lines.append(f"  {name} (zero-shot {_f(tr['zero_shot'])}):")
         for m, c in tr["sizes"].items():
-            lines.append(f"    n={m:>4}: {c['finetuned']:.3f} / {c['scratch']:.3f} / {c['ridge']:.3f} / {c['proxy_spearman']:.3f}")
+            lines.append(f"    n={m:>4}: {_f(c['finetuned'])} / {_f(c['scratch'])} / {_f(c['ridge'])} / {_f(c['proxy_spearman'])}")
     lines.append(f"{res['seconds']:.0f}s in all")
     return "\n".join(lines)
 
@@ -358,7 +360,8 @@ def command(res: dict, table: str = "../shared/data/transnas101_micro/zc_transbe
     """The ``bench transnas`` command that reproduces ``res``."""
     return (f"autobuild bench transnas --table {table} --train-size {res['train_size']} --repeats {res['repeats']} "
             f"--pairs {','.join(f'{a}:{b}' for a, b in res['pairs'])} --sizes {','.join(str(s) for s in res['sizes'])} "
-            f"--transfer-repeats {res['transfer_repeats']} --seed {res['seed']}")
+            f"--transfer-repeats {res['transfer_repeats']} --seed {res['seed']}"
+            + (f" --lr {res['lr']:g}" if res.get("lr_set") else ""))
 
 
 def markdown(res: dict, out: Path, how: str | None = None) -> str:
@@ -375,7 +378,8 @@ def markdown(res: dict, out: Path, how: str | None = None) -> str:
              how or f"*How produced:* `{command(res)}`.", "",
              f"NASLib's file holds {res['n_cells']} of the 4,096 micro cells, labelled on seven tasks (validation metric: top-1 % for "
              "the classifications and jigsaw, pixel accuracy % for semantic segmentation, SSIM for autoencoder and surface normals, "
-             f"negative L2 loss for room layout). Ranker: library defaults (`TrainConfig()`: {res['epochs']} epochs, lr {res['lr']:g}).", "",
+             f"negative L2 loss for room layout). Ranker: `TrainConfig()`"
+             + (f" with lr {res['lr']:g}" if res.get("lr_set") else f" (library defaults: {res['epochs']} epochs, lr {res['lr']:g})") + ".", "",
              f"### Is a trained ranker worth it? ({res['train_size']} training cells, {res['n_cells'] - res['train_size']} test cells)", "",
              f"Spearman on the test cells, mean ± std over {res['repeats']} random splits. *Ridge*: one-hot ridge on the same training cells. "
              "*Best proxy*: of the file's zero-training scores (zero-cost proxies at initialisation, FLOPs, parameters), the one with the "
@@ -392,11 +396,11 @@ def markdown(res: dict, out: Path, how: str | None = None) -> str:
     names = [TASK_LABELS.get(t, t) for t in tasks]
     panels = (("truth", "data: labelled-cell marginals"), ("paper", "ranker: paper unit scores"), ("marginal", "ranker: marginal unit scores"))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    for ax, (key, title) in zip(axes, panels):
+    for k, (ax, (key, title)) in enumerate(zip(axes, panels)):
         mat = np.array(res["agreement"][key], dtype=float)
         im = ax.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_xticks(range(len(tasks)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(tasks)), names, fontsize=8)
+        ax.set_yticks(range(len(tasks)), names if k == 0 else [""] * len(tasks), fontsize=8)
         for i in range(len(tasks)):
             for j in range(len(tasks)):
                 ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7)
@@ -441,9 +445,9 @@ def markdown(res: dict, out: Path, how: str | None = None) -> str:
                 ax.errorbar(xs, [tr["sizes"][str(m)][key] for m in xs], yerr=[tr["sizes"][str(m)][key + "_std"] for m in xs],
                             fmt=style, capsize=3, label=label)
             ax.axhline(tr["zero_shot"], color="k", lw=0.8, ls="--", label=f"{tr['source']} ranker, no target labels")
-            ax.set_xscale("log"), ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_xscale("log"), ax.set_xticks(xs, [str(x) for x in xs]), ax.minorticks_off()
             ax.set_xlabel(f"{tr['target']} labels"), ax.set_ylabel("Spearman on held-out cells")
-            ax.set_title(f"{tr['source']} → {tr['target']}", fontsize=10), ax.legend(fontsize=7)
+            ax.set_title(f"{tr['source']} → {tr['target']}", fontsize=10), ax.legend(fontsize=7, loc="best")
         fig.tight_layout(), fig.savefig(out / "transnas_transfer.png", dpi=110), plt.close(fig)
         lines += ["", "### Fine-tuning a ranker trained on another task", "",
                   f"Source ranker: trained on the source task's labels of all {res['n_cells']} cells (the ranker of the previous "
@@ -472,14 +476,18 @@ def run(args) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     res = bench_transnas(args.table, tasks, args.train_size, args.repeats, pairs, sizes, args.transfer_repeats, args.epochs,
-                         args.seed, args.jobs)
+                         args.seed, args.jobs, args.lr)
     print(summary(res))
     write_json(args.json, res)
+    if args.md and not args.out:
+        raise ConfigError("--md needs --out (the folder its plots go to, linked relative to the Markdown file's folder)")
     if args.out:
-        md = markdown(res, Path(args.out))
-        p = Path(args.out) / "transnas.md"
-        p.write_text(md)
-        print(f"wrote {p} and its plots")
+        out = Path(args.out)
+        md = markdown(res, out)
+        print(f"wrote the plots into {out}")
+        if args.md:
+            Path(args.md).write_text(md.replace(f"]({out.name}/", f"]({os.path.relpath(out, Path(args.md).parent)}/"))
+            print(f"wrote {args.md}")
     return 0
 
 
@@ -494,8 +502,10 @@ def register(sub) -> None:
     p.add_argument("--sizes", default=",".join(str(s) for s in SIZES), help="target-label counts of the transfer curve")
     p.add_argument("--transfer-repeats", type=int, default=3)
     p.add_argument("--epochs", type=int, default=None, help="ranker epochs (default: the library default)")
+    p.add_argument("--lr", type=float, default=None, help="ranker learning rate (default: the library default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--json", help="write the results as JSON here")
-    p.add_argument("--out", help="folder for the plots and a Markdown section (transnas.md)")
+    p.add_argument("--out", help="folder for the plots (transnas_agreement.png, transnas_transfer.png)")
+    p.add_argument("--md", help="write the Markdown section here (needs --out)")
     p.set_defaults(func=run)
