@@ -577,7 +577,7 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
     if "transnas" in res:
         from .transnas import command, markdown
 
-        parts += [markdown(res["transnas"], out, _how(command(res["transnas"]))), note("transnas")]
+        parts.append(markdown(res["transnas"], out, _how(command(res["transnas"])), readings=not quick))
     parts += [md_motifs(res["motifs"]), note("motifs")]
     if "train" in res:
         parts.append(md_train(res["train"]))
