@@ -328,7 +328,7 @@ def test_config_validates_and_names_the_table():
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "transnas_segmentation.yaml")
     assert cfg.space == "transnas_micro" and cfg.target == "segmentsemantic"
-    assert cfg.evaluator.kind == "transnas_table" and "path" in cfg.evaluator.settings
+    assert cfg.evaluator.kind == "transnas_table" and "path" in cfg.evaluator.settings and cfg.evaluator.settings["proxies"] is False
     assert ".." not in Path(cfg.evaluator.settings["path"]).parts
 
 
