@@ -26,6 +26,7 @@ BENCH_MODULES = [
     "benchmarks.train",
     "benchmarks.search",
     "benchmarks.studies",
+    "benchmarks.transnas",
     "benchmarks.all",
 ]
 

@@ -266,14 +266,26 @@ def train_ranker(
     train: TrainConfig | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     meta: dict | None = None,
+    init: TrainedRanker | None = None,
 ) -> TrainedRanker:
-    """Fit a ranker on (architecture, target) pairs; deterministic on CPU for a given seed."""
+    """Fit a ranker on (architecture, target) pairs; deterministic on CPU for a given seed.
+
+    ``init``: start from this trained ranker's weights (fine-tuning, e.g. on another task's labels
+    of the same space); its ranker configuration is used and ``ranker`` must be None or equal.
+    The target is standardised on ``y`` as usual, so the source's target need not share units.
+    """
     train = train or TrainConfig()
+    if init is not None:
+        if init.space_name != space.name:
+            raise ConfigError(f"cannot fine-tune a {init.space_name!r} ranker on {space.name!r} architectures.")
+        if ranker is not None and ranker != init.ranker_config:
+            raise ConfigError("fine-tuning keeps the initial ranker's configuration; pass ranker=None.")
+        ranker = init.ranker_config
     with torch_threads(train.threads):
-        return _train(space, archs, y, ranker or RankerConfig(), train, on_epoch, meta)
+        return _train(space, archs, y, ranker or RankerConfig(), train, on_epoch, meta, init)
 
 
-def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, meta) -> TrainedRanker:
+def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, meta, init=None) -> TrainedRanker:
     y = np.asarray(y, dtype=np.float64)
     if len(archs) != len(y):
         raise ConfigError(f"train_ranker got {len(archs)} architectures but {len(y)} targets.")
@@ -302,6 +314,8 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
         model = Ranker(space.features, ranker)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
     gen = torch.Generator().manual_seed(train.seed)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -34,6 +34,7 @@ NB201_LAT = "nb201/nb201_latency_ms.csv"
 OFA = "ofa_mbv3_imagenet/ofa_mbv3_w10_top1.jsonl"
 SCORINGS = ("paper", "marginal")  # default first (chosen on tuning seeds 1000+, see docs/results.md)
 MO_DEVICES = ("2080ti_1", "pixel3")
+TRANSNAS = "transnas101_micro/zc_transbench101_micro.json"
 NBG_DATASETS = ("cora", "citeseer")  # NAS-Bench-Graph ships in its wheel: these sections need no shared data
 
 
@@ -127,6 +128,15 @@ def job_ranker(data: str, plan: dict) -> dict:
                        repeats=plan["ranker_repeats"], epochs=plan["ranker_epochs"], log=lambda s: None)
     res.pop("per_repeat", None)
     return res
+
+
+def job_transnas(data: str, quick: bool) -> dict:
+    """The TransNAS-Bench-101 section (benchmarks/transnas.py): its own defaults, or tiny ones in --quick."""
+    _quiet_setup()
+    from .transnas import bench_transnas
+
+    small = {"repeats": 1, "sizes": [10, 20], "transfer_repeats": 1, "epochs": 3} if quick else {}
+    return bench_transnas(str(Path(data) / TRANSNAS), log=lambda s: None, **small)
 
 
 def job_motifs(plan: dict) -> dict:
@@ -451,7 +461,7 @@ def md_train(res: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 JSON_NAMES = {**{f"nbg_{d}": f"search_nasbench_graph_{d}" for d in NBG_DATASETS}, "search": "search_nb201", "mo_2080ti_1": "search_nb201_mo_2080ti_1", "mo_pixel3": "search_nb201_mo_pixel3",
               "size": "studies_size", "lr": "studies_lr", "ablation": "studies_ablation", "ofa": "studies_ofa", "ranker": "ranker_nb201_paper_settings",
-              "motifs": "motifs", "train": "train_cpu"}
+              "motifs": "motifs", "train": "train_cpu", "transnas": "transnas"}
 
 
 def _load_results(out: Path):
@@ -507,7 +517,11 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         else:
             skipped["ofa"] = f"OFA-MobileNetV3 table {data / OFA} not found"
         tasks += [(f"nbg_{d}", job_search_nbg, (plan, d)) for d in NBG_DATASETS]
-        order = ["search", "size", "mo_2080ti_1", "mo_pixel3", "ablation", "ofa", "lr", "ranker"] + [f"nbg_{d}" for d in NBG_DATASETS]  # longest first
+        if (data / TRANSNAS).is_file():
+            tasks.append(("transnas", job_transnas, (str(data), quick)))
+        else:
+            skipped["transnas"] = f"TransNAS-Bench-101 file {data / TRANSNAS} not found"
+        order = ["search", "size", "transnas", "mo_2080ti_1", "mo_pixel3", "ablation", "ofa", "lr", "ranker"] + [f"nbg_{d}" for d in NBG_DATASETS]  # longest first
         tasks.sort(key=lambda t: order.index(t[0]))
         log(f"bench all: {len(tasks)} jobs on {jobs} worker(s)")
         if jobs > 1 and len(tasks) > 1:
@@ -560,6 +574,10 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         parts += [md_ablation(res["ablation"], out), note("ablation")]
     if "ofa" in res and "ofa" in res["ofa"]:
         parts += [md_ofa(res["ofa"], out), note("ofa")]
+    if "transnas" in res:
+        from .transnas import command, markdown
+
+        parts.append(markdown(res["transnas"], out, _how(command(res["transnas"])), readings=not quick))
     parts += [md_motifs(res["motifs"]), note("motifs")]
     if "train" in res:
         parts.append(md_train(res["train"]))

@@ -15,8 +15,9 @@ from search_spaces.errors import ConfigError
 def labelled_table(space_name: str, table: str | None, dataset: str | None = None):
     """(space, [Arch], [metrics dict]) for every distinct architecture of a labelled table.
 
-    ``table`` is a CSV/JSONL/Parquet path in the space's encoding; for ``nasbench_graph`` it may be
-    omitted (the benchmark ships inside the PyPI package; ``dataset`` picks one, default cora).
+    ``table`` is a CSV/JSONL/Parquet path in the space's encoding (for ``transnas_micro``, NASLib's
+    ``zc_transbench101_micro.json``); for ``nasbench_graph`` it may be omitted (the benchmark ships
+    inside the PyPI package; ``dataset`` picks one, default cora).
     """
     from search_spaces import get_space
 
@@ -30,9 +31,14 @@ def labelled_table(space_name: str, table: str | None, dataset: str | None = Non
         return space, archs, [dict(m) for m in bench.values()]
     if not table:
         raise ConfigError(f"--table PATH is required for space {space_name!r} (a CSV/JSONL/Parquet file of architectures and metrics).")
-    from evaluators.tables import TableEvaluator
+    if space_name == "transnas_micro":  # NASLib's JSON, not a CSV/JSONL/Parquet table
+        from evaluators.transnas import TransNASTableEvaluator
 
-    ev = TableEvaluator(space, table, match="exact")
+        ev = TransNASTableEvaluator(table)
+    else:
+        from evaluators.tables import TableEvaluator
+
+        ev = TableEvaluator(space, table, match="exact")
     items = ev.items()
     return space, [a for a, _ in items], [m for _, m in items]
 

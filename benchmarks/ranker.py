@@ -108,7 +108,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("ranker", help="ranker prediction and per-hop Spearman vs a ridge baseline")
     p.add_argument("--space", required=True)
-    p.add_argument("--table", help="labelled table (CSV/JSONL/Parquet); optional for nasbench_graph")
+    p.add_argument("--table", help="labelled table (CSV/JSONL/Parquet; NASLib's JSON for transnas_micro); optional for nasbench_graph")
     p.add_argument("--dataset", help="nasbench_graph dataset (default cora)")
     p.add_argument("--test-table")
     p.add_argument("--target", help="metric name or expression (default: the table's only accuracy-like column)")

@@ -28,6 +28,7 @@ _LAZY = {
     "NB201TableEvaluator": "tables",
     "NASBenchGraphEvaluator": "tables",
     "NATSBenchEvaluator": "tables",
+    "TransNASTableEvaluator": "transnas",
     "import_authors_cache": "tables",
     "TrainingEvaluator": "training",
 }

@@ -339,6 +339,7 @@ EVALUATORS.register("nb201_table", "evaluators.tables:NB201TableEvaluator")
 EVALUATORS.register("nasbench_graph", "evaluators.tables:NASBenchGraphEvaluator")
 EVALUATORS.register("nats_bench", "evaluators.tables:NATSBenchEvaluator")
 EVALUATORS.register("train", "evaluators.training:TrainingEvaluator", aliases=("training",))
+EVALUATORS.register("transnas_table", "evaluators.transnas:TransNASTableEvaluator")
 
 
 def register_evaluator(kind: str, target) -> None:

@@ -17,6 +17,7 @@ for _name, _target in {
     "ofa_pn": "search_spaces.ofa_pn:OFAProxylessSpace",
     "nb201": "search_spaces.nb201:NB201Space",
     "nasbench_graph": "search_spaces.nasbench_graph:NASBenchGraphSpace",
+    "transnas_micro": "search_spaces.transnas_micro:TransNASMicroSpace",
 }.items():  # a new space adds one line here
     SPACES.register(_name, _target)
 

@@ -50,13 +50,11 @@ import torch
 from torch import nn
 
 from search_spaces.errors import EncodingError, suggest
-from search_spaces.graph import ArchGraph, FeatureSpec
 
-from .base import Arch, SearchSpace, UnitGraph, UnitSpec, graph_from_nodes
+from ._cell import EDGES, N_NODES, Cell, CellSpace, ReLUConvBN, cell_features, cell_key, cell_units
+from .base import Arch
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
-N_NODES = 4
 N_CELLS = len(OPS) ** len(EDGES)  # 15,625
 _SHUFFLE_SEED = 88  # NAS-Bench-201's generation script shuffles with this seed
 _EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -88,34 +86,16 @@ def _ops_of_rank(rank: int) -> list[str]:
     return out[::-1]
 
 
-class NB201Space(SearchSpace):
+class NB201Space(CellSpace):
     name = "nb201"
     description = "NAS-Bench-201 cell: 4 nodes, 6 edges, 5 ops; units = incoming edges of nodes 1, 2, 3"
-    features = (
-        FeatureSpec("kind", "categorical", ("input", "op", "node")),
-        FeatureSpec("op", "categorical", ("-",) + OPS),
-        FeatureSpec("target", "positional", tuple(range(N_NODES))),
-        FeatureSpec("source", "positional", tuple(range(N_NODES))),
-    )
-    units = tuple(UnitSpec(f"node{j}", (j,), tuple((op,) for op in OPS)) for j in range(1, N_NODES))
+    OPS = OPS
+    features = cell_features(OPS)
+    units = cell_units(OPS)
     global_choices: dict = {}
     default_input = {"in_chans": 3, "resolution": 32, "num_classes": 10}
 
-    # ---- encodings ---------------------------------------------------------------------------
-    @staticmethod
-    def edge_ops(arch: Arch) -> list[str]:
-        """The six ops in official edge order (0→1, 0→2, 1→2, 0→3, 1→3, 2→3)."""
-        return [layer[0] for cfg in arch.units for layer in cfg]
-
-    def _from_ops(self, ops: Sequence[str]) -> Arch:
-        ops = list(ops)
-        if len(ops) != len(EDGES):
-            raise EncodingError(f"nb201: an op list needs {len(EDGES)} entries (edges 0→1, 0→2, 1→2, 0→3, 1→3, 2→3), got {len(ops)}")
-        for e, op in zip(EDGES, ops):
-            if not isinstance(op, str) or op not in OPS:
-                raise EncodingError(f"nb201: edge {e[0]}→{e[1]} has unknown op {op!r}.{suggest(str(op), OPS)} Allowed ops: {', '.join(OPS)}")
-        return Arch.make([[(o,) for o in ops[0:1]], [(o,) for o in ops[1:3]], [(o,) for o in ops[3:6]]])
-
+    # ---- encodings (edge_ops, op lists, graphs and unit graphs: search_spaces._cell) -----------
     def _from_index(self, idx: int) -> Arch:
         if not 0 <= idx < N_CELLS:
             raise EncodingError(f"nb201: topology index {idx} is out of range; official indices run 0..{N_CELLS - 1}")
@@ -160,12 +140,7 @@ class NB201Space(SearchSpace):
             return self._from_string(obj)
         if isinstance(obj, (list, tuple)):
             if len(obj) == N_NODES - 1 and all(isinstance(g, (list, tuple)) for g in obj):
-                flat = []
-                for j, g in enumerate(obj, start=1):
-                    if len(g) != j:
-                        raise EncodingError(f"nb201: node {j} needs {j} op(s), got {len(g)}: {list(g)!r}")
-                    flat.extend(x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x for x in g)
-                return self._from_ops(flat)
+                return self._from_node_lists(obj)
             return self._from_ops(obj)
         raise EncodingError(
             f"nb201: cannot parse a {type(obj).__name__}; give the official string (e.g. {_EXAMPLE}), an index 0..{N_CELLS - 1} or a list of 6 op names"
@@ -181,81 +156,7 @@ class NB201Space(SearchSpace):
 
     def key(self, arch: Arch) -> str:
         """NAS-Bench-201's isomorphism key (6,466 classes over the 15,625 cells); see module doc."""
-        ops = dict(zip(EDGES, self.edge_ops(arch)))
-        expr = {0: "x"}
-        for j in range(1, N_NODES):
-            terms = []
-            for i in range(j):
-                op, src = ops[(i, j)], expr[i]
-                if op == "none" or src == "#":
-                    terms.append("#")
-                elif op == "skip_connect":
-                    terms.append(src)
-                else:
-                    terms.append(f"({src})@{op}")
-            expr[j] = "+".join(sorted(terms))
-        return expr[N_NODES - 1]
-
-    def functional_key(self, arch: Arch) -> str:
-        """Strict function-level key: zero terms vanish, all-zero nodes are zero, sums are flat
-        multisets (skip splices its source's terms in); see module doc for the count."""
-        ops = dict(zip(EDGES, self.edge_ops(arch)))
-        terms: dict[int, tuple] = {0: ("x",)}  # node -> sorted multiset of atoms; () is zero
-        for j in range(1, N_NODES):
-            acc: list[str] = []
-            for i in range(j):
-                op, src = ops[(i, j)], terms[i]
-                if op == "none" or not src:
-                    continue
-                if op == "skip_connect":
-                    acc.extend(src)
-                else:
-                    acc.append(f"{op}({'+'.join(src)})")
-            terms[j] = tuple(sorted(acc))
-        return "+".join(terms[N_NODES - 1]) or "0"
-
-    # ---- graphs ------------------------------------------------------------------------------
-    @staticmethod
-    def _cell_node(j: int) -> dict:
-        return {"kind": "input" if j == 0 else "node", "op": "-", "target": j, "source": j}
-
-    @staticmethod
-    def _op_node(i: int, j: int, op: str) -> dict:
-        return {"kind": "op", "op": op, "target": j, "source": i}
-
-    def to_graph(self, arch: Arch) -> ArchGraph:
-        """Nodes 0..3 are the cell nodes, 4..9 the edge ops in official edge order.
-
-        Edges follow the data flow, and a ``none`` op reads nothing: its op node keeps its edge
-        into the target node (so the unit still contains it) but has no edge from its source.
-        Upstream information then cannot reach a node through a zeroed edge, which is what lets
-        the encoder see disconnected cells (accuracy 10 %) for what they are; on tuning splits
-        (seeds 1234/1235, 500 cells) this raised the final-hop Spearman from ~0.89 to ~0.90.
-        Unit graphs are unaffected (a unit's op nodes have no inputs there either)."""
-        self.validate(arch)
-        nodes = [self._cell_node(j) for j in range(N_NODES)]
-        edges = []
-        for (i, j), op in zip(EDGES, self.edge_ops(arch)):
-            k = len(nodes)
-            nodes.append(self._op_node(i, j, op))
-            if op != "none":
-                edges.append((i, k))
-            edges.append((k, j))
-        return graph_from_nodes(self.features, nodes, edges)
-
-    def unit_graph(self, unit: int, config, globals: dict | None = None) -> UnitGraph:
-        """Unit u's op nodes feeding cell node u+1; that node at hop 1 covers exactly the unit."""
-        if not 0 <= unit < len(self.units):
-            raise EncodingError(f"nb201: unit {unit} does not exist; units are 0..{len(self.units) - 1}")
-        spec = self.units[unit]
-        config = tuple(tuple(layer) for layer in config)
-        if len(config) not in spec.depths or any(layer not in spec.layer_choices for layer in config):
-            raise EncodingError(f"nb201: unit {unit} needs {spec.depths[0]} layer(s) drawn from {[c for c in spec.layer_choices]}, got {config!r}")
-        j = unit + 1
-        nodes = [self._op_node(i, j, layer[0]) for i, layer in enumerate(config)]
-        nodes.append(self._cell_node(j))
-        exit_node = len(nodes) - 1
-        return UnitGraph(graph_from_nodes(self.features, nodes, [(k, exit_node) for k in range(len(config))]), exit_node, 1)
+        return cell_key(self.edge_ops(arch))
 
     # ---- real networks -----------------------------------------------------------------------
     def build_model(self, arch: Arch, num_classes: int = 10, in_chans: int = 3, resolution: int | None = None, C: int = 16, N: int = 5) -> nn.Module:
@@ -268,43 +169,7 @@ class NB201Space(SearchSpace):
         return NB201Network(self.edge_ops(arch), num_classes=num_classes, in_chans=in_chans, C=C, N=N)
 
 
-# ---- the network ---------------------------------------------------------------------------------
-class ReLUConvBN(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1):
-        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), nn.BatchNorm2d(c_out))
-
-
-def _make_op(op: str, c: int) -> nn.Module | None:
-    if op == "skip_connect":
-        return nn.Identity()
-    if op == "nor_conv_1x1":
-        return ReLUConvBN(c, c, 1)
-    if op == "nor_conv_3x3":
-        return ReLUConvBN(c, c, 3)
-    if op == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    return None  # "none": contributes zero, so it gets no module and no compute
-
-
-class Cell(nn.Module):
-    """Node j = sum over i<j of op(i→j)(node i); output = node 3."""
-
-    def __init__(self, ops: Sequence[str], c: int):
-        super().__init__()
-        self.edges = [(i, j) for (i, j), op in zip(EDGES, ops) if op != "none"]
-        self.ops = nn.ModuleList([_make_op(op, c) for op in ops if op != "none"])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes: list[torch.Tensor | None] = [x] + [None] * (N_NODES - 1)
-        for (i, j), op in zip(self.edges, self.ops):
-            if nodes[i] is None:  # source is identically zero
-                continue
-            y = op(nodes[i])
-            nodes[j] = y if nodes[j] is None else nodes[j] + y
-        out = nodes[-1]
-        return torch.zeros_like(x) if out is None else out
-
-
+# ---- the network (ReLUConvBN and Cell: search_spaces._cell) ------------------------------------
 class ResidualReduction(nn.Module):
     """The residual block NAS-Bench-201 places between stages (stride 2, channels doubled)."""
 

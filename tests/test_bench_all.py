@@ -37,6 +37,9 @@ def test_bench_all_quick(shared_dir, tmp_path):
     search = json.loads((out / "search_nb201.json").read_text())
     assert search["optimum"] == pytest.approx(94.3733, abs=1e-3)
     assert search["methods"]["autobuild (marginal)"]["20"]["evaluations_used"] <= 20
+    if (data / "transnas101_micro" / "zc_transbench101_micro.json").is_file():
+        assert "## Seven tasks on one cell space (TransNAS-Bench-101 micro)" in md
+        assert {"transnas_agreement.png", "transnas_transfer.png"} <= set(pngs)
     if (data / "ofa_mbv3_imagenet" / "ofa_mbv3_w10_top1.jsonl").is_file():
         assert "## OFA-MobileNetV3 on ImageNet" in md
         assert (out / "studies_ofa_values.png").is_file()
