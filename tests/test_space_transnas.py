@@ -196,7 +196,7 @@ def test_full_size_network_scale(space):
 # ---- the table evaluator ---------------------------------------------------------------------------
 @needs_data
 def test_lookup_equals_the_file(space, ev, raw):
-    assert len(ev) == 711 and len(ev.archs()) == 711
+    assert len(ev) == 711 and len(ev.items(ev.space)) == 711
     assert ev.metric_names() == ev.metrics and "segmentsemantic" in ev.metrics
     tasks = ("class_scene", "class_object", "autoencoder", "normal", "jigsaw", "room_layout", "segmentsemantic")
     assert tuple(ev.tasks) == tasks
@@ -247,7 +247,7 @@ def test_task_subset_and_fingerprint(space, ev):
 
     seg = get_evaluator("transnas_table", path=str(JSON), tasks=["segmentsemantic"], proxies=False)
     assert seg.metrics == ["segmentsemantic"] and seg.fingerprint() != ev.fingerprint()
-    a = ev.archs()[5]
+    a = ev.items(ev.space)[5][0]
     assert seg.lookup(a)["segmentsemantic"] == ev.lookup(a)["segmentsemantic"]
     with pytest.raises(UnknownNameError, match="segmentsemantic"):
         get_evaluator("transnas_table", path=str(JSON), tasks=["segmentsemantik"])
