@@ -151,9 +151,9 @@ class RunRecorder:
         def on_round(info: dict) -> None:
             r = self.tracker.start(f"round-{info.get('round', 0)}", parent=child)
             r.metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            if info.get("scores") is not None:
-                r.text(info["scores"].to_csv(index=False), "unit_scores.csv")
-            r.dict({k: v for k, v in info.items() if k != "scores"}, "round.json")
+            if info.get("unit_scores") is not None:
+                r.text(info["unit_scores"].to_csv(index=False), "unit_scores.csv")
+            r.dict(json.loads(json.dumps({k: v for k, v in info.items() if k not in ("unit_scores", "batch")}, default=str)), "round.json")
             r.end()
             self.log.info("round %s: %s evaluated, held-out Spearman %s", info.get("round"), info.get("n_evaluated"),
                           rounded(info.get("val_spearman")))

@@ -170,8 +170,8 @@ def search_task(ab, cfg: RunConfig, layout: RunLayout, history: list, pruned_d: 
     }
     files: dict[str, Any] = {"search.json": res}
     for r in rounds:
-        if r.get("scores") is not None:
-            files[f"round_{r['round']:03d}_unit_scores.csv"] = (lambda df: lambda p: df.to_csv(p, index=False))(r["scores"])
+        if r.get("unit_scores") is not None:
+            files[f"round_{r['round']:03d}_unit_scores.csv"] = (lambda df: lambda p: df.to_csv(p, index=False))(r["unit_scores"])
     write_stage(out, files)
     return res, out
 
@@ -180,8 +180,10 @@ def round_summary(space, info: dict) -> dict:
     """The JSON-able part of one iterative round's information (tables go to CSV)."""
     out = {}
     for k, v in info.items():
-        if k == "scores":
+        if k == "unit_scores":
             continue
+        if k == "batch":
+            v = [space.format(a) for a in v]
         try:
             json.dumps(v)
             out[k] = v
