@@ -327,19 +327,25 @@ def parse_params(items: list[str]) -> dict:
     return apply_overrides({}, items)
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def _served_api() -> str | None:
+    """The Prefect API that `autobuild serve` started from this directory (None when none runs)."""
+    if not STATE_FILE.is_file():
+        return None
+    try:
+        return json.loads(STATE_FILE.read_text()).get("prefect_api_url")
+    except ValueError:
+        return None
 
 
 def cmd_trigger(args) -> int:
     if "/" not in args.deployment:
         raise ConfigError(f"deployment {args.deployment!r} must be FLOW_NAME/DEPLOYMENT_NAME, e.g. autobuild/quickstart.")
+    if not os.environ.get("PREFECT_API_URL") and _served_api():
+        os.environ["PREFECT_API_URL"] = _served_api()  # the server `autobuild serve` started here
     url = check_prefect_api()
     if url is None:
-        raise ConfigError("PREFECT_API_URL is not set: point it at a Prefect server (`autobuild serve` prints it).")
+        raise ConfigError(f"No Prefect server to trigger on: PREFECT_API_URL is not set and {STATE_FILE.resolve()} (written by "
+                          "`autobuild serve` in this directory) does not exist. Run `autobuild serve` here, or set PREFECT_API_URL.")
     overrides = parse_params(args.params)
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -349,7 +355,9 @@ def cmd_trigger(args) -> int:
             dep = client.read_deployment_by_name(args.deployment)
         except Exception as e:
             raise ConfigError(f"deployment {args.deployment!r} not found on {url} ({type(e).__name__}). `prefect deployment ls` lists them.") from None
-    params = _deep_merge(dict(dep.parameters or {}), overrides)  # --param refines the deployment's defaults
+    from tasks.config import deep_merge
+
+    params = deep_merge(dict(dep.parameters or {}), overrides)  # --param refines the deployment's defaults
 
     fr = run_deployment(args.deployment, parameters=params, timeout=args.timeout if args.wait else 0)
     print(f"flow run {fr.id} ({fr.name}) for {args.deployment}: {fr.state.name if fr.state else 'scheduled'}")

@@ -40,10 +40,10 @@ NBG_DATASETS = ("cora", "citeseer")  # NAS-Bench-Graph ships in its wheel: these
 
 def _plan(quick: bool) -> dict:
     if quick:
-        return {"budgets": [20, 30], "repeats": 1, "epochs": 5, "mo_budgets": [30], "mo_repeats": 1, "sizes": [50, 100], "st_repeats": 1,
+        return {"budgets": [20, 30], "nbg_budgets": [20, 30], "repeats": 1, "epochs": 5, "mo_budgets": [30], "mo_repeats": 1, "sizes": [50, 100], "st_repeats": 1,
                 "st_large": 1, "st_epochs": 5, "ablation_size": 60, "lr_sizes": [50], "ofa_epochs": 3, "ranker_repeats": 1, "ranker_epochs": 3,
                 "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1}
-    return {"budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 5,
+    return {"budgets": [25, 50, 100, 200], "nbg_budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 5,
             "sizes": [50, 100, 200, 500, 1000, 2000], "st_repeats": 3, "st_large": 2, "st_epochs": 100, "ablation_size": 500,
             "lr_sizes": [100, 1000], "ofa_epochs": 100, "ranker_repeats": 2, "ranker_epochs": 200, "ranker_train": 500, "ranker_test": 5000,
             "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2}
@@ -65,50 +65,49 @@ def _quiet_setup():
         pass
 
 
-def job_search_single(data: str, plan: dict) -> dict:
+def _search_settings(quick: bool):
+    """The driver's default settings (what `autobuild run` runs); --quick makes the rankers tiny."""
+    from . import search as S
+
+    tiny = ["train.epochs=5", "search.options={ensemble: 1, graph_passes: 100, epochs_min: 2, epochs_max: 3}"] if quick else []
+    return S.bench_settings("default", tiny)
+
+
+def job_search_single(data: str, plan: dict, quick: bool = False) -> dict:
     _quiet_setup()
     from . import search as S
 
     bench = S.load_bench("nb201", str(Path(data) / NB201), None, None)
     objective = S.make_objective(bench, None, None)
-    out, log = None, (lambda s: None)
-    for i, scoring in enumerate(SCORINGS):
-        st = S.AutoBuildSettings(epochs=plan["epochs"], unit_scoring=scoring)
-        methods = ["autobuild", "autobuild-build"] + (["random", "rea", "tpe"] if i == 0 else [])
-        res = S.run_single(bench.space, objective, methods, plan["budgets"], plan["repeats"], 0, st, log)
-        res["methods"] = {(f"{m} ({scoring})" if m.startswith("autobuild") else m): v for m, v in res["methods"].items()}
-        if out is None:
-            out = res
-            out["settings"] = {scoring: {**st.__dict__}}
-        else:
-            out["methods"].update(res["methods"])
-            out["settings"][scoring] = {**st.__dict__}
-    out.update(space="nb201", table=NB201, budgets=plan["budgets"], repeats=plan["repeats"], seeds=list(range(plan["repeats"])))
+    st = _search_settings(quick)
+    out = S.run_single(bench.space, objective, list(S.SINGLE_METHODS), plan["budgets"], plan["repeats"], 0, st, lambda s: None)
+    out.update(space="nb201", table=NB201, budgets=plan["budgets"], repeats=plan["repeats"], seeds=list(range(plan["repeats"])),
+               settings=st.model_dump(mode="json"))
     return out
 
 
-def job_search_nbg(plan: dict, dataset: str) -> dict:
-    """The single-objective comparison on a NAS-Bench-Graph dataset (default unit scoring)."""
+def job_search_nbg(plan: dict, dataset: str, quick: bool = False) -> dict:
+    """The single-objective comparison on a NAS-Bench-Graph dataset."""
     _quiet_setup()
     from . import search as S
 
     bench = S.load_bench("nasbench_graph", None, None, dataset)
     objective = S.make_objective(bench, "acc", None)
-    st = S.AutoBuildSettings(epochs=plan["epochs"])
-    out = S.run_single(bench.space, objective, list(S.SINGLE_METHODS), plan["budgets"], plan["repeats"], 0, st, lambda s: None)
-    out.update(space="nasbench_graph", dataset=dataset, budgets=plan["budgets"], repeats=plan["repeats"], settings={**st.__dict__})
+    st = _search_settings(quick)
+    out = S.run_single(bench.space, objective, list(S.SINGLE_METHODS), plan["nbg_budgets"], plan["repeats"], 0, st, lambda s: None)
+    out.update(space="nasbench_graph", dataset=dataset, budgets=plan["nbg_budgets"], repeats=plan["repeats"], settings=st.model_dump(mode="json"))
     return out
 
 
-def job_search_multi(data: str, plan: dict, device: str) -> dict:
+def job_search_multi(data: str, plan: dict, device: str, quick: bool = False) -> dict:
     _quiet_setup()
     from . import search as S
 
     bench = S.load_bench("nb201", str(Path(data) / NB201), str(Path(data) / NB201_LAT), None)
     objective = S.make_objective(bench, None, f"acc,latency:{device}")
-    st = S.AutoBuildSettings(epochs=plan["epochs"])
+    st = _search_settings(quick)
     out = S.run_multi(bench.space, objective, list(S.MULTI_METHODS), plan["mo_budgets"], plan["mo_repeats"], 0, st, lambda s: None)
-    out.update(objectives=objective.names, budgets=plan["mo_budgets"], repeats=plan["mo_repeats"], settings={**st.__dict__})
+    out.update(objectives=objective.names, budgets=plan["mo_budgets"], repeats=plan["mo_repeats"], settings=st.model_dump(mode="json"))
     return out
 
 
@@ -461,7 +460,7 @@ def md_train(res: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 JSON_NAMES = {**{f"nbg_{d}": f"search_nasbench_graph_{d}" for d in NBG_DATASETS}, "search": "search_nb201", "mo_2080ti_1": "search_nb201_mo_2080ti_1", "mo_pixel3": "search_nb201_mo_pixel3",
               "size": "studies_size", "lr": "studies_lr", "ablation": "studies_ablation", "ofa": "studies_ofa", "ranker": "ranker_nb201_paper_settings",
-              "motifs": "motifs", "train": "train_cpu", "transnas": "transnas"}
+              "motifs": "motifs", "train": "train_cpu", "transnas": "transnas", "effects": "studies_effects"}
 
 
 def _load_results(out: Path):
@@ -472,7 +471,7 @@ def _load_results(out: Path):
 
 
 def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLike | None = None, jobs: int = 2, log=print,
-              render_only: bool = False) -> Path:
+              render_only: bool = False, only: list[str] | None = None) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md_path = out.with_suffix(".md")
@@ -491,23 +490,24 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         log(f"  {name} done in {time.perf_counter() - ts:.0f}s")
         return r
 
-    if render_only:
+    if render_only or only:
         results, skipped, total = _load_results(out)
-    else:
-        log("bench all: timing sections (alone)")
-        results["motifs"] = timed("motifs", job_motifs, plan)
-        try:
-            results["train"] = timed("train", job_train, plan)
-        except Exception as exc:  # a missing dataset must not cost the other sections
-            skipped["train"] = f"training evaluator unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    if not render_only:
+        if not only:
+            log("bench all: timing sections (alone)")
+            results["motifs"] = timed("motifs", job_motifs, plan)
+            try:
+                results["train"] = timed("train", job_train, plan)
+            except Exception as exc:  # a missing dataset must not cost the other sections
+                skipped["train"] = f"training evaluator unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
 
         tasks = []
         if have_nb:
-            tasks += [("search", job_search_single, (str(data), plan)), ("size", job_studies, (str(data), plan, "size")),
+            tasks += [("search", job_search_single, (str(data), plan, quick)), ("size", job_studies, (str(data), plan, "size")),
                       ("ablation", job_studies, (str(data), plan, "ablation")), ("lr", job_studies, (str(data), plan, "lr")),
                       ("ranker", job_ranker, (str(data), plan))]
             if have_lat:
-                tasks += [(f"mo_{d}", job_search_multi, (str(data), plan, d)) for d in MO_DEVICES]
+                tasks += [(f"mo_{d}", job_search_multi, (str(data), plan, d, quick)) for d in MO_DEVICES]
             else:
                 skipped["multi"] = f"latency table {data / NB201_LAT} not found"
         else:
@@ -516,13 +516,17 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
             tasks.append(("ofa", job_studies, (str(data), plan, "ofa")))
         else:
             skipped["ofa"] = f"OFA-MobileNetV3 table {data / OFA} not found"
-        tasks += [(f"nbg_{d}", job_search_nbg, (plan, d)) for d in NBG_DATASETS]
+        tasks += [(f"nbg_{d}", job_search_nbg, (plan, d, quick)) for d in NBG_DATASETS]
+        if have_nb:
+            tasks.append(("effects", job_studies, (str(data), plan, "effects")))
         if (data / TRANSNAS).is_file():
             tasks.append(("transnas", job_transnas, (str(data), quick)))
         else:
             skipped["transnas"] = f"TransNAS-Bench-101 file {data / TRANSNAS} not found"
         order = ["search", "size", "transnas", "mo_2080ti_1", "mo_pixel3", "ablation", "ofa", "lr", "ranker"] + [f"nbg_{d}" for d in NBG_DATASETS]  # longest first
-        tasks.sort(key=lambda t: order.index(t[0]))
+        tasks.sort(key=lambda t: order.index(t[0]) if t[0] in order else len(order))
+        if only:
+            tasks = [t for t in tasks if t[0] in only]
         log(f"bench all: {len(tasks)} jobs on {jobs} worker(s)")
         if jobs > 1 and len(tasks) > 1:
             import multiprocessing as mp
@@ -538,7 +542,7 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
             for name, fn, a in tasks:
                 results[name] = timed(name, fn, *a)
     if not render_only:
-        total = time.perf_counter() - t0
+        total = time.perf_counter() - t0 if not only else total
         for name, r in results.items():
             (out / f"{JSON_NAMES.get(name, name)}.json").write_text(json.dumps(_clean(r), indent=1))
         (out / "all_meta.json").write_text(json.dumps({"seconds": total, "jobs": jobs, "quick": quick, "skipped": skipped}, indent=1))
@@ -678,7 +682,8 @@ mixed for both scorings (in-sample, groups of 35 to 603 subnets; negative only f
 
 
 def run(args) -> int:
-    bench_all(args.out, quick=args.quick, data=args.data, jobs=args.jobs, render_only=args.render_only)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    bench_all(args.out, quick=args.quick, data=args.data, jobs=args.jobs, render_only=args.render_only, only=only)
     return 0
 
 
@@ -689,4 +694,5 @@ def register(sub) -> None:
     p.add_argument("--data", help="shared data folder (default ../shared/data beside the repository, or $AUTOBUILD_DATA_DIR)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes for the independent sections (default 2)")
     p.add_argument("--render-only", action="store_true", help="rewrite the Markdown and plots from the JSON already in --out (no runs)")
+    p.add_argument("--only", help="comma-separated sections to rerun (e.g. search,nbg_cora,mo_pixel3); the others are read from --out")
     p.set_defaults(func=run)

@@ -29,7 +29,7 @@ TINY_CONFIG = {
     "evaluator": {"kind": "nasbench_graph", "settings": {"dataset": "cora"}, "batch_size": 30,
                   "deployment": "evaluate-batch/evaluate-local", "deployment_timeout_s": 240},
     "seeds": {"n": 40}, "train": {"epochs": 3, "batch_size": 32}, "prune": {"k": 2},
-    "search": {"method": "tpe", "budget": 6, "batch_size": 6}, "winners": {"top": 1},
+    "search": {"method": "tpe", "budget": 46, "batch_size": 6}, "winners": {"top": 1},
 }
 
 
@@ -169,8 +169,8 @@ def test_cli_serve_trigger_and_stop(tmp_path):
         run_dir = tmp_path / "triggered"
         t = subprocess.run(cli + ["trigger", "autobuild/quickstart", "--wait", "--timeout", "300", "--param", f"run_dir={run_dir}",
                                   "--param", "config.seeds.n=40", "--param", "config.train.epochs=3", "--param", "config.prune.k=2",
-                                  "--param", "config.search.budget=6", "--param", "config.winners.top=1"],
-                           cwd=work, env=dict(env, PREFECT_API_URL=f"http://127.0.0.1:{p_port}/api"), capture_output=True, text=True, timeout=400)
+                                  "--param", "config.search.budget=46", "--param", "config.search.method=tpe", "--param", "config.winners.top=1"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=400)  # no export: serve.json says where
         assert t.returncode == 0 and "Completed" in t.stdout, t.stdout[-3000:] + t.stderr[-3000:]
         s = json.loads((run_dir / "summary.json").read_text())
         assert s["status"] == "completed"
