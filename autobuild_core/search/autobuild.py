@@ -29,7 +29,7 @@ from .strategies import STRATEGIES, SearchStrategy, Values
 
 
 class IterativeSettings(BaseModel):
-    """Settings of the iterative AutoBuild loop (defaults: the best measured on tuning seeds)."""
+    """Settings of the iterative AutoBuild loop; how the defaults were chosen: docs/search.md."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
