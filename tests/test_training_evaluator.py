@@ -415,3 +415,24 @@ def test_bench_train_summary(tmp_path):
         assert k in res
     assert res["n_ok"] == 1 and res["device"].startswith("cpu") and res["settings"]["n_train"] == 128
     assert set(res["test_acc"]) >= {"mean", "sd", "min", "max"}
+
+
+@needs_fmnist
+def test_bench_train_reports_gpu_figures_and_calibration(tmp_path):
+    """`--calibrate` adds the calibration's ceiling; GPU figures read 'n/a' on CPU."""
+    _space_or_skip("nb201")
+    import json
+
+    from autobuild_cli.main import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "train", "--space", "nb201", "--archs", "1", "--epochs", "1", "--n-train", "64", "--n-val", "64",
+               "--n-test", "32", "--resolution", "16", "--device", "cpu", "--threads", "1", "--no-latency", "--quiet",
+               "--calibrate", "--calib-budgets", "1x64", "--calib-n-archs", "4", "--calib-threshold", "0.1", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["gpu"]["utilisation_mean"] == "n/a" and res["gpu"]["max_memory_allocated_mib"] == "n/a"
+    assert res["precision_choice"]["source"] == "cpu"
+    cal = res["calibration"]
+    assert cal["status"] in ("chosen", "no_budget_ranks") and [b["budget"] for b in cal["budgets"]] == ["1x64"]
+    assert (tmp_path / "bench.calibration.sqlite").exists()
