@@ -63,6 +63,78 @@ def _train_one(config: dict, space_name: str, arch, seed: int) -> dict:
     return d
 
 
+def _store_one(config: dict, space_name: str, arch, seed: int, store_path: str, retries: int) -> str:
+    """Runs in a worker: evaluate one architecture into the store; returns the fingerprint used."""
+    from evaluators.store import EvaluationStore, evaluate_archs
+    from evaluators.training import TrainingEvaluator
+    from search_spaces import get_space
+
+    cfg = dict(config)
+    if _WORKER.get("device"):
+        cfg["device"] = _WORKER["device"]
+    key = json.dumps(cfg, sort_keys=True, default=str)
+    ev = _WORKER.get(key)
+    if ev is None:
+        ev = _WORKER[key] = TrainingEvaluator(**cfg)
+    st = _WORKER.get(("store", store_path))
+    if st is None:
+        st = _WORKER[("store", store_path)] = EvaluationStore(store_path)
+    evaluate_archs(ev, get_space(space_name), [arch], st, seed=seed, retries=retries, progress=False)
+    return ev.fingerprint()
+
+
+class ProcessRunner:
+    """A ``runner`` for :func:`evaluators.calibration.calibrate`: trains the architectures in
+    ``workers`` persistent ``spawn`` processes (worker ``i`` on GPU ``i % n_gpus`` under CUDA) into
+    the SQLite store at ``store_path``, which several processes may fill at once.
+
+    Args:
+        store_path: the evaluation store file (the same one ``calibrate`` reads).
+        workers: worker processes (on one GPU: trainings sharing it).
+        threads: torch threads per worker (CPU trainings).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        retries: retries of transient failures per training.
+    """
+
+    def __init__(self, store_path: str, workers: int, threads: int = 1, device: str = "auto", retries: int = 2):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch
+
+        from evaluators.training import resolve_device
+
+        self.store_path, self.retries = str(store_path), retries
+        dev = resolve_device(device)
+        ctx = mp.get_context("spawn")
+        q = None
+        if dev.type == "cuda":
+            q = ctx.Queue()
+            n_gpu = torch.cuda.device_count()
+            for i in range(workers):
+                q.put(f"cuda:{dev.index if dev.index is not None else i % n_gpu}")
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, q))
+
+    def __call__(self, space_name: str, settings: dict, archs: list, seed: int) -> str | None:
+        cfg = {**settings, "progress": False}
+        futs = [self.pool.submit(_store_one, cfg, space_name, a, seed, self.store_path, self.retries) for a in archs]
+        fps = {f.result() for f in futs}
+        if len(fps) > 1:
+            from search_spaces.errors import ConfigError
+
+            raise ConfigError(f"worker processes computed different evaluator fingerprints {sorted(fps)}: their settings resolve differently")
+        return fps.pop() if fps else None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def _max_memory(ev) -> int | None:
     """Peak bytes this process allocated on the evaluator's GPU so far (None on CPU)."""
     import torch
@@ -154,6 +226,16 @@ class GpuMonitor:
                 "memory_used_max_mib": max(b for _, b in self.samples), "samples": len(self.samples), "reason": self.reason}
 
 
+def _steady_rate(done: list[float], workers: int) -> float | None:
+    """Completions after the first ``workers`` over the time since the ``workers``-th: the rate
+    once every worker runs (process start, CUDA init, dataset load excluded); None if too few."""
+    done = sorted(done)
+    w = max(1, workers)
+    if len(done) < w + 2 or done[-1] <= done[w - 1]:
+        return None
+    return (len(done) - w) / (done[-1] - done[w - 1]) * 3600.0
+
+
 def _stats(values: list[float]) -> dict:
     if not values:
         return {"mean": None, "sd": None, "min": None, "max": None, "median": None}
@@ -199,7 +281,8 @@ def run_bench(space_name: str, evaluator_config: dict, n_archs: int = 8, workers
         ev = TrainingEvaluator(**{**evaluator_config, "progress": progress})
         for i, a in enumerate(archs):
             rec = ev.evaluate(space, [a], seed=seed)[0]
-            records.append({**rec.to_dict(), "worker_device": str(dev), "max_memory_allocated": _max_memory(ev)})
+            records.append({**rec.to_dict(), "worker_device": str(dev), "max_memory_allocated": _max_memory(ev),
+                            "done_s": time.perf_counter() - t0})
             if progress:
                 _print_progress(i + 1, n_archs, records[-1])
     else:
@@ -216,7 +299,7 @@ def run_bench(space_name: str, evaluator_config: dict, n_archs: int = 8, workers
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, q)) as pool:
             futs = [pool.submit(_train_one, cfg, space_name, a, seed) for a in archs]
             for i, f in enumerate(as_completed(futs)):
-                records.append(f.result())
+                records.append({**f.result(), "done_s": time.perf_counter() - t0})
                 if progress:
                     _print_progress(i + 1, n_archs, records[-1])
     wall = time.perf_counter() - t0
@@ -236,6 +319,7 @@ def run_bench(space_name: str, evaluator_config: dict, n_archs: int = 8, workers
         "device": device_name(dev),
         "wall_seconds": wall,
         "archs_per_hour": n_archs / wall * 3600.0,
+        "archs_per_hour_steady": _steady_rate([r["done_s"] for r in records], workers),
         "seconds_per_arch": {"mean": statistics.fmean(per_arch), "median": statistics.median(per_arch)},
         "train_seconds": _stats([r["metrics"]["train_seconds"] for r in ok]),
         "val_acc": _stats([r["metrics"]["val_acc"] for r in ok]),
@@ -264,7 +348,8 @@ def summary_text(res: dict) -> str:
     lines = [
         f"bench train: {res['space']} on {res['settings']['dataset']}, {res['n_archs']} archs, {res['workers']} worker(s) x "
         f"{res['threads_per_worker']} thread(s), {res['device']}",
-        f"  throughput       {res['archs_per_hour']:.1f} archs/hour (wall {res['wall_seconds']:.1f} s)",
+        f"  throughput       {res['archs_per_hour']:.1f} archs/hour (wall {res['wall_seconds']:.1f} s); steady "
+        f"{'n/a' if res.get('archs_per_hour_steady') is None else format(res['archs_per_hour_steady'], '.1f')} archs/hour after the first round",
         f"  seconds/arch     mean {res['seconds_per_arch']['mean']:.2f}, median {res['seconds_per_arch']['median']:.2f} (per worker)",
     ]
     if acc["mean"] is not None:
@@ -318,15 +403,21 @@ def _resolution(v: str):
     return int(v)
 
 
-def run_calibration(space_name: str, evaluator_config: dict, store_path: str, settings: dict) -> dict:
-    """Calibrate the benchmark's protocol (:func:`evaluators.calibration.calibrate`); its ``to_dict()``
-    (also when no budget ranks, then with ``status='no_budget_ranks'`` and the message)."""
+def run_calibration(space_name: str, evaluator_config: dict, store_path: str, settings: dict, workers: int = 1,
+                    threads: int = 1) -> dict:
+    """Calibrate the benchmark's protocol (:func:`evaluators.calibration.calibrate`) with ``workers``
+    processes; its ``to_dict()`` (also when no budget ranks: ``status='no_budget_ranks'``, message)."""
     from evaluators.calibration import CalibrationSettings, calibrate
     from evaluators.store import EvaluationStore
 
     cfg = {k: v for k, v in evaluator_config.items() if k != "budget"}
-    with EvaluationStore(store_path) as st:
-        res = calibrate(space_name, cfg, st, CalibrationSettings(**settings), raise_on_failure=False, progress=False)
+    runner = ProcessRunner(store_path, workers, threads=threads, device=cfg.get("device", "auto")) if workers > 1 else None
+    try:
+        with EvaluationStore(store_path) as st:
+            res = calibrate(space_name, cfg, st, CalibrationSettings(**settings), raise_on_failure=False, progress=False, runner=runner)
+    finally:
+        if runner is not None:
+            runner.close()
     return res.to_dict()
 
 
@@ -348,7 +439,7 @@ def run(args) -> int:
     if args.calibrate:
         store = args.calib_store or str(Path(args.json).with_suffix(".calibration.sqlite") if args.json else "bench-calibration.sqlite")
         res["calibration"] = run_calibration(args.space, {**cfg, "progress": False, "threads": res["threads_per_worker"]}, store,
-                                             _calibration_settings(args))
+                                             _calibration_settings(args), workers=res["workers"], threads=res["threads_per_worker"])
         if res["calibration"]["status"] != "chosen":
             print(res["calibration"]["message"])
     print(summary_text(res))

@@ -269,7 +269,7 @@ def calibrate(
     *,
     retries: int = 2,
     progress: bool = False,
-    runner: Callable[[dict, list, int], Optional[str]] | None = None,
+    runner: Callable[[str, dict, list, int], Optional[str]] | None = None,
     on_budget: Callable[[dict], None] | None = None,
     raise_on_failure: bool = True,
 ) -> CalibrationResult:
@@ -284,9 +284,10 @@ def calibrate(
         settings: :class:`CalibrationSettings` (or a dict of its fields); defaults if None.
         retries: retries of transient failures per training (in-process evaluation).
         progress: show progress bars.
-        runner: optional ``runner(settings, archs_native, seed)`` that evaluates the architectures
-            into ``store`` elsewhere (e.g. a GPU work pool) and returns the fingerprint its
-            records carry (or None: this process's evaluator fingerprint is used to read them).
+        runner: optional ``runner(space_name, settings, archs_native, seed)`` that evaluates the
+            architectures into ``store`` elsewhere (worker processes, a GPU work pool) and returns
+            the fingerprint its records carry (or None: this process's evaluator fingerprint is
+            used to read them back).
         on_budget: called with each budget's row as soon as it is measured (for live logging).
         raise_on_failure: raise :class:`CalibrationError` when no budget ranks (else return the
             result with ``status='no_budget_ranks'``).
@@ -373,7 +374,7 @@ def _measure(space, archs, natives, ev_settings: dict, store, cs: CalibrationSet
             recs, new, reused = out.records, new + out.new, reused + out.reused
         else:
             before = store.get_many(space.name, keys, fp, seed)
-            got_fp = runner(ev.config(), natives, seed) or fp
+            got_fp = runner(space.name, ev.config(), natives, seed) or fp
             if got_fp != fp:
                 fp = got_fp
             got = store.get_many(space.name, keys, fp, seed)
