@@ -317,24 +317,26 @@ def calibrate(
     res = CalibrationResult(space=space.name, metric=cs.metric, threshold=cs.threshold, status="no_budget_ranks",
                             precision=precision.to_dict() if precision else None, n_archs=len(archs), seeds=list(cs.seeds),
                             archs=natives)
-    last_rate = None  # measured seconds per training image, from the latest budget
+    cost = None  # (fixed seconds per training, seconds per training image), from the latest budget
+
+    def over_cap(images: int) -> tuple[float, str | None]:
+        per_arch = cost[0] + cost[1] * images
+        total = res.seconds + per_arch * len(archs) * 2
+        if cs.max_seconds is not None and total > cs.max_seconds:
+            return per_arch, f"would bring calibration to {total:.0f} s > max_seconds={cs.max_seconds:g}"
+        if cs.max_seconds_per_arch is not None and per_arch > cs.max_seconds_per_arch:
+            return per_arch, f"{per_arch:.1f} s per training > max_seconds_per_arch={cs.max_seconds_per_arch:g}"
+        return per_arch, None
+
     for b in order:
         images = b.images(full)
-        if last_rate is not None:
-            per_arch = last_rate * images
-            predicted = per_arch * len(archs) * 2
-            reason = None
-            if cs.max_seconds is not None and res.seconds + predicted > cs.max_seconds:
-                reason = f"would bring calibration to {res.seconds + predicted:.0f} s > max_seconds={cs.max_seconds:g}"
-            elif cs.max_seconds_per_arch is not None and per_arch > cs.max_seconds_per_arch:
-                reason = f"{per_arch:.1f} s per training > max_seconds_per_arch={cs.max_seconds_per_arch:g}"
-            if reason:
-                # later budgets cost more still; record them all as skipped
-                for bb in order[order.index(b):]:
-                    pa = last_rate * bb.images(full)
-                    res.skipped.append({"budget": bb.label(), "epochs": bb.epochs, "n_train": bb.n_train, "images": bb.images(full),
-                                        "predicted_seconds": pa * len(archs) * 2, "predicted_seconds_per_arch": pa, "reason": reason})
-                break
+        if cost is not None and over_cap(images)[1]:
+            # later budgets cost more still: record them all as skipped, each with its own prediction
+            for bb in order[order.index(b):]:
+                pa, why = over_cap(bb.images(full))
+                res.skipped.append({"budget": bb.label(), "epochs": bb.epochs, "n_train": bb.n_train, "images": bb.images(full),
+                                    "predicted_seconds": pa * len(archs) * 2, "predicted_seconds_per_arch": pa, "reason": why})
+            break
         row = _measure(space, archs, natives, {**base, "epochs": b.epochs, "n_train": b.n_train}, store, cs, retries, progress, runner)
         row.update({"budget": b.label(), "epochs": b.epochs, "n_train": b.n_train, "images": images})
         res.budgets.append(row)
@@ -344,7 +346,9 @@ def calibrate(
         if on_budget is not None:
             on_budget(dict(row))
         if row["n_ok"]:
-            last_rate = row["seconds_per_arch"] / max(images, 1)
+            # the training loop scales with the images; building, evaluation and FLOP counting do not
+            fixed = max(row["seconds_per_arch"] - row["train_seconds_per_arch"], 0.0)
+            cost = (fixed, row["train_seconds_per_arch"] / max(images, 1))
         per_arch_ok = cs.max_seconds_per_arch is None or row["seconds_per_arch"] <= cs.max_seconds_per_arch
         if _finite(row["ceiling"]) and row["ceiling"] >= cs.threshold and per_arch_ok:
             res.status = "chosen"
@@ -395,6 +399,7 @@ def _measure(space, archs, natives, ev_settings: dict, store, cs: CalibrationSet
     rep = noise_report([p[0].metrics[cs.metric] for p in pairs], [p[1].metrics[cs.metric] for p in pairs], metric=cs.metric)
     lo, hi = _spearman_interval(rep.spearman_repeat, rep.n)
     seconds = float(sum(r.seconds for r in all_recs))
+    train_s = [r.metrics["train_seconds"] for r in all_recs if r.ok and "train_seconds" in r.metrics]
     errors = sorted({(r.error or "").splitlines()[0] for r in all_recs if not r.ok})[:3]
     means = [(p[0].metrics[cs.metric] + p[1].metrics[cs.metric]) / 2 for p in pairs]
     return {
@@ -413,6 +418,7 @@ def _measure(space, archs, natives, ev_settings: dict, store, cs: CalibrationSet
         "metric_mean": float(np.mean(means)) if means else None,
         "seconds": seconds,
         "seconds_per_arch": seconds / max(len(all_recs), 1),
+        "train_seconds_per_arch": float(np.mean(train_s)) if train_s else seconds / max(len(all_recs), 1),
         "wall_seconds": wall,
         "new": new,
         "reused": reused,
