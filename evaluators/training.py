@@ -15,9 +15,14 @@ Design choices, and why:
   or exceeds ``timeout_s`` yields a failed :class:`EvalRecord` rather than an exception, so one bad
   architecture never aborts a batch of hundreds. Out-of-memory is marked transient: it usually
   means too many trainings shared the GPU, and a retry may succeed.
+- **Precision is measured, not assumed.** ``amp``/``channels_last`` = ``"auto"`` choose between
+  fp32 NCHW and bf16 autocast + channels-last by timing a few training steps of sampled networks
+  of ``probe_space`` on the device (:func:`probe_precision`); the result is cached in a per-machine
+  table (:func:`choose_precision`) so every worker of a GPU reaches the same choice. On CPU the
+  probe is skipped (fp32 NCHW, the reason recorded). Either setting given explicitly forces it.
 - **What is in ``settings()``** (and therefore in the fingerprint that keys stored results):
-  everything that changes a metric. That includes the *device type* and the resolved precision
-  (bf16 autocast on CUDA, fp32 on CPU), because accuracies differ numerically between the two.
+  everything that changes a metric. That includes the *device type* and the chosen precision and
+  memory format, because accuracies differ numerically between them.
   With ``latency=True`` (the default) it also includes the device *name* (GPU model or CPU model):
   latency is a result, and it is only comparable on the same hardware. On CPU the thread count
   (fixed at construction, so every process computes the same fingerprint) is included as well,
@@ -26,7 +31,8 @@ Design choices, and why:
   ``timeout_s`` and ``progress``, which change how fast results arrive but not what they are.
   (The contract allows only numeric metrics, so the device is recorded through the settings,
   see ``evaluator.describe()``, rather than as a metric.)
-- **trainings_per_gpu** is honoured with a cross-process semaphore made of ``flock`` lock files,
+- **trainings_per_gpu** (default ``$AUTOBUILD_TRAININGS_PER_GPU``, else 1; a property of the GPU
+  worker machine) is honoured with a cross-process semaphore made of ``flock`` lock files,
   one file per slot per physical GPU (named by the GPU's UUID, so different
   ``CUDA_VISIBLE_DEVICES`` mappings do not alias). Any process on the machine -- benchmark
   workers, Prefect task runners, a notebook -- takes a slot before training and the kernel
@@ -118,21 +124,32 @@ def device_name(dev: torch.device) -> str:
 # GPU slots
 
 
+def slot_dir(lock_dir: str | os.PathLike | None = None) -> Path:
+    """Folder of the per-GPU slot lock files: ``lock_dir``, else ``$AUTOBUILD_LOCK_DIR``, else the
+    temp dir, plus ``autobuild-gpu-slots``."""
+    return Path(lock_dir or os.environ.get("AUTOBUILD_LOCK_DIR") or tempfile.gettempdir()) / "autobuild-gpu-slots"
+
+
 @contextlib.contextmanager
-def gpu_slot(dev: torch.device, slots: int, lock_dir: str | None = None, poll_s: float = 0.5):
-    """Hold one of ``slots`` per-GPU lock files for the duration of a training (see module doc)."""
-    if dev.type != "cuda" or not slots or slots < 1:
-        yield None
-        return
+def hold_slot(folder: str | os.PathLike, name: str, slots: int, poll_s: float = 0.5):
+    """Hold one of ``slots`` ``flock`` lock files ``folder/name.K.lock`` until the block ends.
+
+    Args:
+        folder: where the lock files live (created if missing).
+        name: what the slots are shared over (a GPU's UUID).
+        slots: how many holders may be inside at once, machine-wide.
+        poll_s: seconds between attempts while every slot is taken.
+
+    Yields the slot index. The kernel releases a slot when its process exits, even on a crash.
+    Device-independent, so the semaphore is tested on CPU.
+    """
     import fcntl
 
-    index = dev.index if dev.index is not None else torch.cuda.current_device()
-    gpu_id = str(torch.cuda.get_device_properties(index).uuid)
-    folder = Path(lock_dir or os.environ.get("AUTOBUILD_LOCK_DIR") or tempfile.gettempdir()) / "autobuild-gpu-slots"
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     while True:
         for k in range(slots):
-            fh = open(folder / f"{gpu_id}.{k}.lock", "a+")
+            fh = open(folder / f"{name}.{k}.lock", "a+")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -145,6 +162,30 @@ def gpu_slot(dev: torch.device, slots: int, lock_dir: str | None = None, poll_s:
                 fh.close()
             return
         time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def gpu_slot(dev: torch.device, slots: int, lock_dir: str | None = None, poll_s: float = 0.5):
+    """Hold one of ``slots`` per-GPU lock files for the duration of a training (see module doc);
+    a no-op on CPU."""
+    if dev.type != "cuda" or not slots or slots < 1:
+        yield None
+        return
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    gpu_id = str(torch.cuda.get_device_properties(index).uuid)
+    with hold_slot(slot_dir(lock_dir), gpu_id, slots, poll_s) as k:
+        yield k
+
+
+def default_trainings_per_gpu() -> int:
+    """``$AUTOBUILD_TRAININGS_PER_GPU`` (set on a GPU worker machine), else 1."""
+    raw = os.environ.get("AUTOBUILD_TRAININGS_PER_GPU", "").strip()
+    if not raw:
+        return 1
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"AUTOBUILD_TRAININGS_PER_GPU must be a positive integer, got {raw!r}.") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,13 +300,212 @@ def measure_latency(model, in_chans: int, resolution: int, batch: int, dev: torc
 
 
 # ---------------------------------------------------------------------------------------------
+# precision and memory format: measured per device
+
+#: candidate name -> (autocast dtype or None, channels_last)
+PRECISION_CANDIDATES: dict[str, tuple[torch.dtype | None, bool]] = {
+    "fp32": (None, False),
+    "bf16_cl": (torch.bfloat16, True),
+    "fp32_cl": (None, True),
+    "bf16": (torch.bfloat16, False),
+}
+#: what ``amp="auto"`` chooses between
+AUTO_CANDIDATES = ("fp32", "bf16_cl")
+#: bf16 must be this much faster to be chosen over fp32 (fp32 is the numerically safer default)
+PROBE_MARGIN = 1.05
+_DTYPE_NAME = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision and memory format trainings use, and why.
+
+    ``source``: ``forced`` (given in the settings), ``cpu`` (probe skipped on CPU), ``probe``
+    (measured now) or ``table`` (measured earlier on this device, read from the table).
+    ``measured``: training samples per second of each probed candidate.
+    """
+
+    precision: str
+    channels_last: bool
+    source: str
+    reason: str
+    measured: dict | None = None
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+    @property
+    def candidate(self) -> str:
+        return self.precision + ("_cl" if self.channels_last else "")
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "channels_last": self.channels_last, "source": self.source,
+                "reason": self.reason, "measured": dict(self.measured) if self.measured else None}
+
+    def settings(self) -> dict:
+        """Evaluator settings that force this choice (``amp``, ``channels_last``)."""
+        return {"amp": "off" if self.precision == "fp32" else self.precision, "channels_last": self.channels_last}
+
+
+def probe_precision(models: Sequence[torch.nn.Module], dev: torch.device, in_chans: int, resolution: int,
+                    num_classes: int = 10, batch_size: int = 256, steps: int = 5, warmup: int = 2,
+                    candidates: Sequence[str] = AUTO_CANDIDATES) -> dict[str, float]:
+    """Training samples per second of each candidate, over ``models`` (a few steps each).
+
+    Args:
+        models: networks to time (copied per candidate; the originals are left untouched).
+        dev: the device to time on.
+        in_chans, resolution, num_classes: input and output shape of the networks.
+        batch_size: images per step (the training batch size).
+        steps: timed optimiser steps per network and candidate.
+        warmup: untimed steps first (cuDNN autotuning, allocator).
+        candidates: names from :data:`PRECISION_CANDIDATES`.
+    """
+    import copy
+
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(batch_size, in_chans, resolution, resolution, generator=g).to(dev)
+    y = torch.randint(0, num_classes, (batch_size,), generator=g).to(dev)
+    totals = {c: 0.0 for c in candidates}
+    for model in models:
+        for c in candidates:
+            if c not in PRECISION_CANDIDATES:
+                raise UnknownNameError("precision candidate", c, PRECISION_CANDIDATES)
+            dtype, cl = PRECISION_CANDIDATES[c]
+            m = copy.deepcopy(model).to(dev)
+            x = x0
+            if cl:
+                m = m.to(memory_format=torch.channels_last)
+                x = x0.contiguous(memory_format=torch.channels_last)
+            m.train()
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+            ctx = (lambda: torch.autocast(device_type=dev.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+            t = 0.0
+            for i in range(warmup + steps):
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                with ctx():
+                    loss = F.cross_entropy(m(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                if i >= warmup:
+                    t += time.perf_counter() - t0
+            totals[c] += t
+            del m, opt
+    n = batch_size * steps * max(1, len(models))
+    return {c: (n / t if t > 0 else float("inf")) for c, t in totals.items()}
+
+
+def pick_precision(measured: dict[str, float], margin: float = PROBE_MARGIN) -> str:
+    """The fastest candidate; a reduced-precision one only when it beats fp32 by ``margin``."""
+    best = max(measured, key=measured.get)
+    if "fp32" in measured and best != "fp32" and not measured[best] >= margin * measured["fp32"]:
+        return "fp32"
+    return best
+
+
+def precision_table_path() -> Path:
+    """``$AUTOBUILD_PRECISION_TABLE``, else ``~/.cache/autobuild/precision_table.json``."""
+    env = os.environ.get("AUTOBUILD_PRECISION_TABLE")
+    return Path(env) if env else Path.home() / ".cache" / "autobuild" / "precision_table.json"
+
+
+def _read_table(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def choose_precision(dev: torch.device, amp: str = "auto", channels_last: str | bool = "auto", probe_space: str = "ofa_mbv3",
+                     batch_size: int = 256, resolution: int = 28, in_chans: int = 1, num_classes: int = 10,
+                     table: str | os.PathLike | None = None, probe_on_cpu: bool = False, n_models: int = 2,
+                     steps: int = 5) -> PrecisionChoice:
+    """Resolve ``amp``/``channels_last`` for ``dev``: forced, CPU default, table entry or a new probe.
+
+    Args:
+        dev: the training device.
+        amp: ``"auto"`` (measure), ``"off"``, ``"bf16"`` or ``"fp16"`` (forced).
+        channels_last: ``"auto"`` (measure) or a bool (forced).
+        probe_space: search space whose sampled networks (``n_models`` of them) the probe trains.
+        batch_size, resolution, in_chans, num_classes: the training shapes to time.
+        table: JSON file of earlier probes keyed by device, torch version, space and shapes
+            (default :func:`precision_table_path`); written under a lock so the workers of one
+            machine probe once and agree.
+        probe_on_cpu: probe on CPU too instead of choosing fp32 NCHW at once.
+        n_models, steps: networks probed and timed steps per network and candidate.
+    """
+    if amp != "auto" or channels_last != "auto":
+        dtype = None
+        if amp == "bf16" or (amp == "auto" and dev.type == "cuda"):
+            dtype = torch.bfloat16
+        elif amp == "fp16":
+            dtype = torch.float16
+        cl = (dev.type == "cuda" and dtype is not None) if channels_last == "auto" else bool(channels_last)
+        return PrecisionChoice(_DTYPE_NAME[dtype], cl, "forced", f"set in the evaluator settings (amp={amp!r}, channels_last={channels_last!r})")
+    if dev.type == "cpu" and not probe_on_cpu:
+        return PrecisionChoice("fp32", False, "cpu", "CPU: fp32 NCHW without probing (bf16 autocast is emulated on most CPUs); "
+                               "set amp/channels_last to force another choice")
+    key = f"{device_name(dev)}|torch {torch.__version__}|{probe_space}|b{batch_size}|r{resolution}|c{in_chans}"
+    path = Path(table) if table else precision_table_path()
+    entry = _read_table(path).get(key)
+    if not entry:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with hold_slot(path.parent, path.name + ".probe", 1, poll_s=0.2):  # one prober per machine
+            entry = _read_table(path).get(key)
+            if not entry:
+                from search_spaces import get_space
+
+                space = get_space(probe_space)
+                models = [space.build_model(a, num_classes=num_classes, in_chans=in_chans, resolution=resolution)
+                          for a in space.sample(n_models, seed=0, stratified=True)]
+                measured = probe_precision(models, dev, in_chans, resolution, num_classes, batch_size, steps=steps)
+                entry = {"choice": pick_precision(measured), "measured": measured, "created": time.time()}
+                import json
+
+                data = _read_table(path)
+                data[key] = entry
+                tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+                os.replace(tmp, path)
+                dtype, cl = PRECISION_CANDIDATES[entry["choice"]]
+                return PrecisionChoice(_DTYPE_NAME[dtype], cl, "probe", _probe_reason(entry, probe_space), measured)
+    dtype, cl = PRECISION_CANDIDATES[entry["choice"]]
+    return PrecisionChoice(_DTYPE_NAME[dtype], cl, "table", _probe_reason(entry, probe_space) + f" (from {path})", entry.get("measured"))
+
+
+def _probe_reason(entry: dict, space: str) -> str:
+    m = entry.get("measured") or {}
+    figures = ", ".join(f"{c} {v:.0f} img/s" for c, v in m.items())
+    return f"measured on {space} networks: {figures}; chose {entry['choice']}"
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Resolved:
     dev: torch.device
-    amp_dtype: torch.dtype | None
-    channels_last: bool
+    choice: PrecisionChoice | None = None  # resolved on first use (a CUDA probe costs seconds)
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return self.choice.amp_dtype
+
+    @property
+    def channels_last(self) -> bool:
+        return self.choice.channels_last
 
 
 class TrainingEvaluator(Evaluator):
@@ -308,11 +548,12 @@ class TrainingEvaluator(Evaluator):
         bn_recalibration: int = 2000,
         latency: bool = True,
         device: str = "auto",
-        trainings_per_gpu: int = 1,
+        trainings_per_gpu: int | None = None,
         threads: int | None = None,
         timeout_s: float | None = None,
         progress: bool = True,
         budget: str | None = None,
+        probe_space: str | None = None,
     ):
         self.dataset = parse_dataset(dataset).name
         self.epochs = int(epochs)
@@ -331,24 +572,27 @@ class TrainingEvaluator(Evaluator):
         self.bn_recalibration = int(bn_recalibration)
         self.latency = bool(latency)
         self.device = str(device)
-        self.trainings_per_gpu = int(trainings_per_gpu)
+        self.trainings_per_gpu = int(trainings_per_gpu) if trainings_per_gpu else default_trainings_per_gpu()
         # Fixed at construction (and carried by config() to workers) so the fingerprint does not
         # depend on which process computes it; used on CPU only.
         self.threads = int(threads) if threads else torch.get_num_threads()
         self.timeout_s = None if timeout_s in (None, 0) else float(timeout_s)
         self.progress = bool(progress)
         self.budget = budget
+        self.probe_space = probe_space
         self._check()
         dev = resolve_device(self.device)
-        amp_dtype = None
-        if self.amp == "bf16" or (self.amp == "auto" and dev.type == "cuda"):
-            amp_dtype = torch.bfloat16
-        elif self.amp == "fp16":
-            if dev.type != "cuda":
-                raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' or 'off' on CPU.")
-            amp_dtype = torch.float16
-        cl = (dev.type == "cuda") if self.channels_last == "auto" else bool(self.channels_last)
-        self._r = _Resolved(dev, amp_dtype, cl)
+        if self.amp == "fp16" and dev.type != "cuda":
+            raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' or 'off' on CPU.")
+        self._r = _Resolved(dev)
+
+    def precision_choice(self) -> PrecisionChoice:
+        """The precision and memory format of this evaluator's trainings (probed once, on first use)."""
+        if self._r.choice is None:
+            res = self.resolution if isinstance(self.resolution, int) else 28
+            self._r.choice = choose_precision(self._r.dev, self.amp, self.channels_last, self.probe_space or "ofa_mbv3",
+                                              batch_size=self.train_batch_size, resolution=res)
+        return self._r.choice
 
     @classmethod
     def from_budget(cls, budget: str = "smoke", **overrides) -> "TrainingEvaluator":
@@ -385,6 +629,7 @@ class TrainingEvaluator(Evaluator):
     # ---- contract ---------------------------------------------------------------------------
     def settings(self) -> dict:
         r = self._r
+        self.precision_choice()
         return {
             "dataset": dataset_fingerprint(self.dataset),
             "epochs": self.epochs,
@@ -403,7 +648,7 @@ class TrainingEvaluator(Evaluator):
             "grad_clip": self.grad_clip,
             "augment": self.augment,
             "resolution": self.resolution,
-            "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[r.amp_dtype],
+            "precision": r.choice.precision,
             "channels_last": r.channels_last,
             "bn_recalibration": self.bn_recalibration,
             "device_type": r.dev.type,
@@ -418,10 +663,13 @@ class TrainingEvaluator(Evaluator):
         """All constructor arguments (results-changing or not), to rebuild this evaluator."""
         keys = ("dataset epochs n_train n_val n_test batch_size lr weight_decay optimizer momentum scheduler warmup_epochs "
                 "label_smoothing grad_clip augment resolution amp channels_last split_seed bn_recalibration latency device trainings_per_gpu threads "
-                "timeout_s progress budget").split()
+                "timeout_s progress budget probe_space").split()
         out = {k: getattr(self, k) for k in keys if k != "batch_size"}
         out["batch_size"] = self.train_batch_size
         return out
+
+    def describe(self) -> dict:
+        return {**super().describe(), "precision_choice": self.precision_choice().to_dict()}
 
     def data(self) -> ImageData:
         return _dataset(self.dataset, self.n_train, self.n_val, self.n_test, self.split_seed)
@@ -454,6 +702,7 @@ class TrainingEvaluator(Evaluator):
 
     def _autocast(self):
         r = self._r
+        self.precision_choice()
         if r.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=r.dev.type, dtype=r.amp_dtype)
@@ -496,6 +745,7 @@ class TrainingEvaluator(Evaluator):
         from tqdm.auto import tqdm
 
         r = self._r
+        self.precision_choice()
         dev = r.dev
         res = self._resolution(arch, data)
         torch.manual_seed(seed)
@@ -639,5 +889,6 @@ def get_budget(name: str) -> dict:
     return dict(BUDGETS[name])
 
 
-__all__ = ["BUDGETS", "METRIC_UNITS", "TrainingEvaluator", "TrainingFailed", "count_flops", "device_name", "get_budget", "gpu_slot",
-           "measure_latency", "resolve_device"]
+__all__ = ["AUTO_CANDIDATES", "BUDGETS", "METRIC_UNITS", "PRECISION_CANDIDATES", "PrecisionChoice", "TrainingEvaluator", "TrainingFailed",
+           "choose_precision", "count_flops", "default_trainings_per_gpu", "device_name", "get_budget", "gpu_slot", "hold_slot",
+           "measure_latency", "pick_precision", "precision_table_path", "probe_precision", "resolve_device", "slot_dir"]

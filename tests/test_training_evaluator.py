@@ -196,6 +196,92 @@ def test_registry_builds_training_evaluator():
     assert isinstance(ev, TrainingEvaluator) and ev.settings()["epochs"] == 2
 
 
+# ---- precision probe and GPU slots -------------------------------------------------------------
+
+
+def test_cpu_precision_is_fp32_with_reason_and_the_choice_keys_the_fingerprint(monkeypatch):
+    from evaluators import training
+
+    ev = TrainingEvaluator(**TINY)
+    choice = ev.precision_choice()
+    assert (choice.precision, choice.channels_last, choice.source) == ("fp32", False, "cpu") and "CPU" in choice.reason
+    assert ev.describe()["precision_choice"]["source"] == "cpu"
+    # a probe that picks bf16 + channels-last gives another fingerprint, recorded in the settings
+    probed = training.PrecisionChoice("bf16", True, "probe", "measured (test)", {"fp32": 1.0, "bf16_cl": 2.0})
+    monkeypatch.setattr(training, "choose_precision", lambda *a, **k: probed)
+    ev2 = TrainingEvaluator(**TINY)
+    s2 = ev2.settings()
+    assert s2["precision"] == "bf16" and s2["channels_last"] is True and ev2.fingerprint() != ev.fingerprint()
+    monkeypatch.undo()
+    # the choice, not how it was reached, keys records: forcing the same choice shares them
+    forced = TrainingEvaluator(**{**TINY, "amp": "bf16", "channels_last": True})
+    assert forced.precision_choice().source == "forced" and forced.fingerprint() == ev2.fingerprint()
+    assert TrainingEvaluator(**{**TINY, **probed.settings()}).fingerprint() == ev2.fingerprint()
+
+
+def test_probe_measures_candidates_and_caches_them_in_the_table(tmp_path):
+    from evaluators.training import AUTO_CANDIDATES, choose_precision, pick_precision
+
+    _space_or_skip("nb201")
+    table = tmp_path / "precision.json"
+    kw = dict(probe_space="nb201", batch_size=8, resolution=8, table=table, probe_on_cpu=True, n_models=1, steps=1)
+    first = choose_precision(torch.device("cpu"), **kw)
+    assert first.source == "probe" and set(first.measured) == set(AUTO_CANDIDATES)
+    assert all(v > 0 for v in first.measured.values()) and first.candidate == pick_precision(first.measured)
+    again = choose_precision(torch.device("cpu"), **kw)  # another worker: reads the table, same choice
+    assert again.source == "table" and again.candidate == first.candidate and str(table) in again.reason
+    assert pick_precision({"fp32": 100.0, "bf16_cl": 103.0}) == "fp32"  # within the margin: fp32
+    assert pick_precision({"fp32": 100.0, "bf16_cl": 150.0}) == "bf16_cl"
+    assert pick_precision({"fp32": 100.0, "bf16_cl": 50.0}) == "fp32"
+
+
+def _hold(folder, slots, log, hold_s):
+    import os
+    import time
+
+    from evaluators.training import hold_slot
+
+    with hold_slot(folder, "gpu-test", slots, poll_s=0.02) as k:
+        t0 = time.time()
+        time.sleep(hold_s)
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {k} {t0} {time.time()}\n")
+
+
+def test_slots_cap_concurrent_trainings_across_processes(tmp_path):
+    """The per-GPU semaphore (trainings_per_gpu) is device-independent: 5 processes, 2 slots."""
+    import multiprocessing as mp
+
+    log = tmp_path / "log.txt"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_hold, args=(tmp_path / "slots", 2, log, 0.3)) for _ in range(5)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert all(p.exitcode == 0 for p in procs)
+    spans = [tuple(map(float, ln.split()[2:])) for ln in log.read_text().splitlines()]
+    assert len(spans) == 5
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda e: (e[0], e[1]))
+    live = peak = 0
+    for _, d in events:
+        live += d
+        peak = max(peak, live)
+    assert peak == 2
+
+
+def test_trainings_per_gpu_defaults_to_the_worker_machine_setting(monkeypatch):
+    monkeypatch.setenv("AUTOBUILD_TRAININGS_PER_GPU", "6")
+    ev = TrainingEvaluator(device="cpu", progress=False)
+    assert ev.trainings_per_gpu == 6 and ev.config()["trainings_per_gpu"] == 6
+    assert TrainingEvaluator(device="cpu", trainings_per_gpu=2).trainings_per_gpu == 2
+    monkeypatch.setenv("AUTOBUILD_TRAININGS_PER_GPU", "many")
+    with pytest.raises(AutoBuildError, match="AUTOBUILD_TRAININGS_PER_GPU"):
+        TrainingEvaluator(device="cpu")
+    monkeypatch.delenv("AUTOBUILD_TRAININGS_PER_GPU")
+    assert TrainingEvaluator(device="cpu").trainings_per_gpu == 1
+
+
 # ---- datasets ----------------------------------------------------------------------------------
 
 
@@ -329,3 +415,24 @@ def test_bench_train_summary(tmp_path):
         assert k in res
     assert res["n_ok"] == 1 and res["device"].startswith("cpu") and res["settings"]["n_train"] == 128
     assert set(res["test_acc"]) >= {"mean", "sd", "min", "max"}
+
+
+@needs_fmnist
+def test_bench_train_reports_gpu_figures_and_calibration(tmp_path):
+    """`--calibrate` adds the calibration's ceiling; GPU figures read 'n/a' on CPU."""
+    _space_or_skip("nb201")
+    import json
+
+    from autobuild_cli.main import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "train", "--space", "nb201", "--archs", "1", "--epochs", "1", "--n-train", "64", "--n-val", "64",
+               "--n-test", "32", "--resolution", "16", "--device", "cpu", "--threads", "1", "--no-latency", "--quiet",
+               "--calibrate", "--calib-budgets", "1x64", "--calib-n-archs", "4", "--calib-threshold", "0.1", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["gpu"]["utilisation_mean"] == "n/a" and res["gpu"]["max_memory_allocated_mib"] == "n/a"
+    assert res["precision_choice"]["source"] == "cpu"
+    cal = res["calibration"]
+    assert cal["status"] in ("chosen", "no_budget_ranks") and [b["budget"] for b in cal["budgets"]] == ["1x64"]
+    assert (tmp_path / "bench.calibration.sqlite").exists()
