@@ -572,6 +572,10 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         parts += [md_ranker(res["ranker"]), note("ranker")]
     if "size" in res and "size" in res["size"]:
         parts += [md_size(res["size"], out), note("size")]
+    if "effects" in res and "effects" in res["effects"]:
+        from .studies import md_effects
+
+        parts.append(md_effects(res["effects"]["effects"]))
     if "lr" in res and "lr" in res["lr"]:
         parts += [md_lr(res["lr"]), note("lr")]
     if "ablation" in res and "ablation" in res["ablation"]:

@@ -23,6 +23,9 @@ from search_spaces.errors import ConfigError
 
 SINGLE_METHODS = ("autobuild", "autobuild-build", "predictor", "random", "rea", "tpe")
 MULTI_METHODS = ("autobuild", "nsga2", "random")
+# Methods whose choices never read the budget: a budget-B run is the first B evaluations of a
+# longer one (tests/test_search.py checks it), so one run at the largest budget serves every budget.
+BUDGET_FREE = ("autobuild", "predictor", "random")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,10 +191,13 @@ def run_single(space, objective: Objective, methods, budgets, repeats, seed0, se
     out = {"optimum": optimum, "methods": {}}
     for m in methods:
         out["methods"][m] = {}
+        longest = {}
+        if m in BUDGET_FREE:  # one run at the largest budget; a smaller budget's run is its prefix
+            longest = {r: run_method(m, space, objective, max(budgets), seed0 + r, settings) for r in range(repeats)}
         for b in budgets:
             bests, used, t0 = [], [], time.time()
             for r in range(repeats):
-                hist = run_method(m, space, objective, b, seed0 + r, settings)
+                hist = longest[r][:b] if m in BUDGET_FREE else run_method(m, space, objective, b, seed0 + r, settings)
                 bests.append(best_of(hist, objective.directions)), used.append(len(hist))
             mean, std = _stats(bests)
             cell = {"best_mean": mean, "best_std": std, "regret_mean": optimum - mean, "evaluations_used": float(np.mean(used)),

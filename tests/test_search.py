@@ -202,3 +202,15 @@ def test_log_scaled_k():
     assert ks[0] <= ks[1] <= ks[2] and 100 <= np.prod(ks) <= 400
     assert log_scaled_k([9, 9], 1000) == [9, 9]
     assert log_scaled_k([7, 7, 7], 30) == [3, 3, 3]
+
+
+def test_budget_free_methods_are_prefixes_of_longer_runs():
+    """bench search reads smaller budgets off one long run for these methods: check that it is exact."""
+    from benchmarks.search import BUDGET_FREE, bench_settings, load_bench, make_objective, run_method
+
+    bench = load_bench("nasbench_graph", None, None, "cora")
+    objective = make_objective(bench, "acc", None)
+    st = bench_settings("default", ["train.epochs=5", "search.options={ensemble: 1, graph_passes: 100, epochs_min: 2, epochs_max: 3}"])
+    for m in BUDGET_FREE:
+        short, long = run_method(m, bench.space, objective, 25, 3, st), run_method(m, bench.space, objective, 35, 3, st)
+        assert [bench.key(r["arch"]) for r in short] == [bench.key(r["arch"]) for r in long[:25]], m
