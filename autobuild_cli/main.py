@@ -31,15 +31,6 @@ BENCH_MODULES = [
 ]
 
 
-def _import_optional(name: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:  # a command module not written yet must not break the rest
-        if e.name == name:
-            return None
-        raise
-
-
 def build_parser(bench_commands: bool = True) -> argparse.ArgumentParser:
     """The full parser; ``bench_commands=False`` skips importing the benchmark modules (some import
     torch or pandas at module level, seconds of start-up that only `autobuild bench` needs)."""
@@ -47,15 +38,11 @@ def build_parser(bench_commands: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        mod = _import_optional(name)
-        if mod is not None:
-            mod.register(sub)
+        importlib.import_module(name).register(sub)
     bench = sub.add_parser("bench", help="benchmarks: print a summary and write JSON with --json")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
     for name in BENCH_MODULES if bench_commands else []:
-        mod = _import_optional(name)
-        if mod is not None:
-            mod.register(bench_sub)
+        importlib.import_module(name).register(bench_sub)
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
     return parser
 

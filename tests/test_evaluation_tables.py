@@ -255,7 +255,3 @@ def test_nasbench_graph_evaluator(tmp_path):
     for a, r in zip(archs, out.records):
         assert r.ok and r.metrics == pytest.approx(table[space.key(a)])
     assert set(out.records[0].metrics) <= set(ev.metric_units)
-
-
-def test_nats_bench_optional():
-    pytest.importorskip("nats_bench", reason="optional extra 'natsbench' not installed")
