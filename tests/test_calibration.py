@@ -8,12 +8,12 @@ outcomes below are stable.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import torch
 
+from search_spaces import get_space
 from search_spaces.errors import AutoBuildError, ConfigError
 from evaluators.calibration import (
     CalibrationBudget,
@@ -24,38 +24,13 @@ from evaluators.calibration import (
     calibrate,
     should_calibrate,
 )
-from evaluators.datasets import DatasetError, fashion_mnist_dir
 from evaluators.store import EvaluationStore
 
 TINY = dict(epochs=1, n_train=64, n_val=128, n_test=32, batch_size=32, resolution=16, device="cpu", progress=False,
             latency=False, threads=1, bn_recalibration=64)
 
 
-def _has_fashion_mnist() -> bool:
-    try:
-        fashion_mnist_dir()
-        return True
-    except DatasetError:
-        return False
-
-
-needs_fmnist = pytest.mark.skipif(not _has_fashion_mnist(), reason="Fashion-MNIST not installed: run `make setup` or `apt-get install dataset-fashion-mnist`")
-
-
-def _space_or_skip(name: str):
-    if importlib.util.find_spec(f"search_spaces.{name}") is None:
-        pytest.skip(f"search space module search_spaces/{name}.py has not landed yet")
-    from search_spaces import get_space
-
-    return get_space(name)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from training_support import needs_fmnist, one_thread  # noqa: F401 (one_thread is an autouse fixture)
 
 
 # ---- settings --------------------------------------------------------------------------------
@@ -97,7 +72,7 @@ def test_apply_calibration_keeps_winners_at_least_as_long():
 
 @needs_fmnist
 def test_nb201_picks_a_budget_and_reuses_it_on_rerun(tmp_path):
-    space = _space_or_skip("nb201")
+    space = get_space("nb201")
     cs = CalibrationSettings(n_archs=6, budgets=["1x256", [1, 64]], threshold=0.5, max_seconds=600)
     seen = []
     with EvaluationStore(tmp_path / "ev.sqlite") as st:
@@ -123,7 +98,7 @@ def test_nb201_picks_a_budget_and_reuses_it_on_rerun(tmp_path):
 
 @needs_fmnist
 def test_ofa_stops_with_a_clear_message_at_the_cost_cap(tmp_path):
-    space = _space_or_skip("ofa_mbv3")
+    space = get_space("ofa_mbv3")
     cs = CalibrationSettings(n_archs=4, budgets=["1x64", "1x256"], threshold=0.99, max_seconds=1.0)
     with EvaluationStore(tmp_path / "ev.sqlite") as st:
         with pytest.raises(CalibrationError) as ei:

@@ -7,7 +7,6 @@ the whole path (build, optimiser, schedule, evaluation, FLOPs, latency) in secon
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import math
 import pickle
 import struct
@@ -18,6 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from search_spaces import get_space
 from search_spaces.errors import AutoBuildError, UnknownNameError
 from evaluators.datasets import (
     DatasetError,
@@ -33,32 +33,7 @@ TINY = dict(epochs=1, n_train=192, n_val=64, n_test=64, batch_size=32, resolutio
 ALL_METRICS = {"val_acc", "test_acc", "train_seconds", "params", "flops", "latency_b1_ms", "latency_b64_ms"}
 
 
-def _has_fashion_mnist() -> bool:
-    try:
-        fashion_mnist_dir()
-        return True
-    except DatasetError:
-        return False
-
-
-needs_fmnist = pytest.mark.skipif(not _has_fashion_mnist(), reason="Fashion-MNIST not installed: run `make setup` or `apt-get install dataset-fashion-mnist`")
-
-
-def _space_or_skip(name: str):
-    if importlib.util.find_spec(f"search_spaces.{name}") is None:
-        pytest.skip(f"search space module search_spaces/{name}.py has not landed yet")
-    from search_spaces import get_space
-
-    return get_space(name)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tests share two cores with other work; one thread each keeps timings stable."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from training_support import needs_fmnist, one_thread  # noqa: F401 (one_thread is an autouse fixture)
 
 
 # ---- real trainings ----------------------------------------------------------------------------
@@ -67,7 +42,7 @@ def _one_thread():
 @needs_fmnist
 @pytest.mark.parametrize("space_name", ["ofa_mbv3", "nb201"])
 def test_tiny_training_gives_finite_metrics(space_name):
-    space = _space_or_skip(space_name)
+    space = get_space(space_name)
     ev = TrainingEvaluator(**TINY)
     arch = space.sample(1, seed=3)[0]
     (rec,) = ev.evaluate(space, [arch], seed=0)
@@ -81,7 +56,7 @@ def test_tiny_training_gives_finite_metrics(space_name):
 
 @needs_fmnist
 def test_deterministic_on_cpu():
-    space = _space_or_skip("nb201")
+    space = get_space("nb201")
     ev = TrainingEvaluator(**{**TINY, "latency": False})
     arch = space.sample(1, seed=5)[0]
     a = ev.evaluate(space, [arch], seed=7)[0]
@@ -222,7 +197,7 @@ def test_cpu_precision_is_fp32_with_reason_and_the_choice_keys_the_fingerprint(m
 def test_probe_measures_candidates_and_caches_them_in_the_table(tmp_path):
     from evaluators.training import AUTO_CANDIDATES, choose_precision, pick_precision
 
-    _space_or_skip("nb201")
+    get_space("nb201")
     table = tmp_path / "precision.json"
     kw = dict(probe_space="nb201", batch_size=8, resolution=8, table=table, probe_on_cpu=True, n_models=1, steps=1)
     first = choose_precision(torch.device("cpu"), **kw)
@@ -401,7 +376,7 @@ def test_imagefolder(tmp_path):
 @needs_fmnist
 def test_bench_train_summary(tmp_path):
     """`autobuild bench train` end to end in-process (one worker), JSON fields present."""
-    _space_or_skip("nb201")
+    get_space("nb201")
     import json
 
     from autobuild_cli.main import main
@@ -420,7 +395,7 @@ def test_bench_train_summary(tmp_path):
 @needs_fmnist
 def test_bench_train_reports_gpu_figures_and_calibration(tmp_path):
     """`--calibrate` adds the calibration's ceiling; GPU figures read 'n/a' on CPU."""
-    _space_or_skip("nb201")
+    get_space("nb201")
     import json
 
     from autobuild_cli.main import main
