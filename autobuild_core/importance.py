@@ -312,7 +312,6 @@ def train_ensemble(space, archs: Sequence, y, n_models: int = 5, bootstrap: bool
         train: a :class:`~autobuild_core.train.TrainConfig`; its seed is replaced per member.
         seed: base seed.
     """
-    from dataclasses import replace
 
     from .train import TrainConfig, train_ranker
 
@@ -326,5 +325,5 @@ def train_ensemble(space, archs: Sequence, y, n_models: int = 5, bootstrap: bool
                 idx = np.arange(len(archs))
         else:
             idx = np.arange(len(archs))
-        out.append(train_ranker(space, [archs[j] for j in idx], y[idx], ranker, replace(train, seed=seed + i)))
+        out.append(train_ranker(space, [archs[j] for j in idx], y[idx], ranker, train.model_copy(update={"seed": seed + i})))
     return out

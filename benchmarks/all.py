@@ -42,11 +42,12 @@ def _plan(quick: bool) -> dict:
     if quick:
         return {"budgets": [20, 30], "nbg_budgets": [20, 30], "repeats": 1, "epochs": 5, "mo_budgets": [30], "mo_repeats": 1, "sizes": [50, 100], "st_repeats": 1,
                 "st_large": 1, "st_epochs": 5, "ablation_size": 60, "lr_sizes": [50], "ofa_epochs": 3, "ranker_repeats": 1, "ranker_epochs": 3,
-                "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1}
+                "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1,
+                "effect_sizes": [50], "effect_models": 1}
     return {"budgets": [25, 50, 100, 200], "nbg_budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 5,
             "sizes": [50, 100, 200, 500, 1000, 2000], "st_repeats": 3, "st_large": 2, "st_epochs": 100, "ablation_size": 500,
             "lr_sizes": [100, 1000], "ofa_epochs": 100, "ranker_repeats": 2, "ranker_epochs": 200, "ranker_train": 500, "ranker_test": 5000,
-            "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2}
+            "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2, "effect_sizes": [200, 500], "effect_models": 3}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +117,8 @@ def job_studies(data: str, plan: dict, part: str) -> dict:
     from .studies import bench_studies
 
     return bench_studies(str(Path(data) / NB201), str(Path(data) / OFA), [part], plan["sizes"], plan["st_repeats"], plan["st_large"],
-                         plan["st_epochs"], 1e-3, plan["ofa_epochs"], plan["ablation_size"], plan["lr_sizes"], log=lambda s: None)
+                         plan["st_epochs"], 1e-3, plan["ofa_epochs"], plan["ablation_size"], plan["lr_sizes"], log=lambda s: None,
+                         effect_sizes=plan["effect_sizes"], effect_models=plan["effect_models"])
 
 
 def job_ranker(data: str, plan: dict) -> dict:

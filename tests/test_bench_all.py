@@ -26,7 +26,7 @@ def test_bench_all_quick(shared_dir, tmp_path):
                     "## Scoring every unit configuration", "### Interpretability against NAS-Bench-201 ground truth"):
         assert heading in md, heading
     assert md.count("*How produced:*") >= 6
-    for method in ("autobuild (marginal)", "autobuild (paper)", "random", "rea", "tpe"):
+    for method in ("autobuild", "autobuild-build", "predictor", "random", "rea", "tpe"):
         row = next(line for line in md.splitlines() if line.startswith(f"| {method} |"))
         assert re.search(r"\d+\.\d\d ± \d+\.\d\d", row), row
     pngs = sorted(p.name for p in out.glob("*.png"))
@@ -36,7 +36,9 @@ def test_bench_all_quick(shared_dir, tmp_path):
         assert f"({out.name}/{p.name})" in md  # every plot is linked from the page
     search = json.loads((out / "search_nb201.json").read_text())
     assert search["optimum"] == pytest.approx(94.3733, abs=1e-3)
-    assert search["methods"]["autobuild (marginal)"]["20"]["evaluations_used"] <= 20
+    assert search["methods"]["autobuild"]["20"]["evaluations_used"] == 20
+    assert search["settings"]["search"]["method"] == "autobuild"  # the driver's defaults, as `autobuild run`
+    assert "## Op effects: read-out vs NAS-Bench-201 ground truth" in md
     if (data / "transnas101_micro" / "zc_transbench101_micro.json").is_file():
         assert "## Seven tasks on one cell space (TransNAS-Bench-101 micro)" in md
         assert {"transnas_agreement.png", "transnas_transfer.png"} <= set(pngs)
