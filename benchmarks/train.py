@@ -43,18 +43,24 @@ def _worker_init(threads: int, devices) -> None:
     _WORKER["device"] = devices.get() if devices is not None else None
 
 
-def _train_one(config: dict, space_name: str, arch, seed: int) -> dict:
-    """Runs in a worker: one architecture -> record dict (the evaluator is built once per worker)."""
+def _worker_evaluator(config: dict):
+    """This worker's settings (its own device, if pinned) and its evaluator for them, built once per worker."""
     from evaluators.training import TrainingEvaluator
-    from search_spaces import get_space
 
     cfg = dict(config)
     if _WORKER.get("device"):
         cfg["device"] = _WORKER["device"]
     key = json.dumps(cfg, sort_keys=True, default=str)
-    ev = _WORKER.get(key)
-    if ev is None:
-        ev = _WORKER[key] = TrainingEvaluator(**cfg)
+    if key not in _WORKER:
+        _WORKER[key] = TrainingEvaluator(**cfg)
+    return cfg, _WORKER[key]
+
+
+def _train_one(config: dict, space_name: str, arch, seed: int) -> dict:
+    """Runs in a worker: one architecture -> record dict (the evaluator is built once per worker)."""
+    from search_spaces import get_space
+
+    cfg, ev = _worker_evaluator(config)
     space = get_space(space_name)
     rec = ev.evaluate(space, [arch], seed=seed)[0]
     d = rec.to_dict()
@@ -66,16 +72,9 @@ def _train_one(config: dict, space_name: str, arch, seed: int) -> dict:
 def _store_one(config: dict, space_name: str, arch, seed: int, store_path: str, retries: int) -> str:
     """Runs in a worker: evaluate one architecture into the store; returns the fingerprint used."""
     from evaluators.store import EvaluationStore, evaluate_archs
-    from evaluators.training import TrainingEvaluator
     from search_spaces import get_space
 
-    cfg = dict(config)
-    if _WORKER.get("device"):
-        cfg["device"] = _WORKER["device"]
-    key = json.dumps(cfg, sort_keys=True, default=str)
-    ev = _WORKER.get(key)
-    if ev is None:
-        ev = _WORKER[key] = TrainingEvaluator(**cfg)
+    cfg, ev = _worker_evaluator(config)
     st = _WORKER.get(("store", store_path))
     if st is None:
         st = _WORKER[("store", store_path)] = EvaluationStore(store_path)
