@@ -25,6 +25,7 @@ BENCH_MODULES = [
     "benchmarks.motifs",
     "benchmarks.train",
     "benchmarks.search",
+    "benchmarks.tune",
     "benchmarks.studies",
     "benchmarks.transnas",
     "benchmarks.all",

@@ -82,11 +82,11 @@ class SearchSettings(_Settings):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        from .search import list_methods
+        from .search.strategies import STRATEGIES
 
-        if v not in list_methods():
-            raise ValueError(f"unknown search method {v!r}.{suggest(v, list_methods())} Known methods: {', '.join(list_methods())}")
-        return v
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown search method {v!r}.{suggest(v, STRATEGIES.names())} Known methods: {', '.join(STRATEGIES.names())}")
+        return STRATEGIES.canonical(v)
 
 
 ITERATIVE_METHODS = ("autobuild", "predictor")

@@ -62,7 +62,7 @@ def load_bench(space_name: str, table: str | None, latency: str | None, dataset:
         from evaluators.tables import NB201TableEvaluator
 
         if not table:
-            raise ConfigError("bench search --space nb201 needs --table PATH (the NAS-Bench-201 CSV, e.g. ../shared/data/nb201/nb201_cifar10.csv).")
+            raise ConfigError("bench search --space nb201 needs --table PATH (the NAS-Bench-201 CIFAR-10 CSV, e.g. $AUTOBUILD_DATA_DIR/nb201/nb201_cifar10.csv).")
         ev = NB201TableEvaluator(table, latency_path=latency)
         return Bench(space, ev, [m for _, m in ev.items(space)], str(table))
     if space_name == "nasbench_graph":

@@ -557,8 +557,8 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("studies", help="ranker vs data size, ablations, interpretability checks against ground truth",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--table", default="../shared/data/nb201/nb201_cifar10.csv", help="NAS-Bench-201 CIFAR-10 CSV")
-    p.add_argument("--ofa-table", default="../shared/data/ofa_mbv3_imagenet/ofa_mbv3_w10_top1.jsonl")
+    p.add_argument("--table", required=True, help="NAS-Bench-201 CIFAR-10 CSV")
+    p.add_argument("--ofa-table", help="OFA-MobileNetV3 ImageNet JSONL (needed by the ofa part)")
     p.add_argument("--parts", default="size,lr,ablation,ofa")
     p.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES))
     p.add_argument("--repeats", type=int, default=3)

@@ -356,7 +356,7 @@ def _f(x, nd=3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
 
-def command(res: dict, table: str = "../shared/data/transnas101_micro/zc_transbench101_micro.json") -> str:
+def command(res: dict, table: str = "$AUTOBUILD_DATA_DIR/transnas101_micro/zc_transbench101_micro.json") -> str:
     """The ``bench transnas`` command that reproduces ``res``."""
     return (f"autobuild bench transnas --table {table} --train-size {res['train_size']} --repeats {res['repeats']} "
             f"--pairs {','.join(f'{a}:{b}' for a, b in res['pairs'])} --sizes {','.join(str(s) for s in res['sizes'])} "

@@ -25,7 +25,7 @@ from search_spaces.errors import ConfigError
 
 from .domain import Domain
 from .pareto import non_dominated
-from .strategies import STRATEGIES, SearchStrategy, Values
+from .strategies import SearchStrategy, Values
 
 
 class IterativeSettings(BaseModel):
@@ -65,6 +65,11 @@ class IterativeSettings(BaseModel):
     explore_fraction: float = Field(0.2, ge=0, le=1, description="share of each batch spent on model-free random mutations of "
                                     "the best evaluated architectures")
     explore_top: int = Field(5, ge=1, description="parents of the model-free mutations")
+    stall_rounds: int = Field(0, ge=0, description="rounds without a change among the best explore_top architectures "
+                              "after which a round explores harder (0: never)")
+    stall_explore_fraction: float = Field(0.5, ge=0, le=1, description="explore_fraction of a stalled round")
+    stall_edits: int = Field(3, ge=1, description="most edits per model-free mutation in a stalled round "
+                             "(parents: the best 2 x explore_top)")
 
     def batch(self, n_seen: int) -> int:
         return int(np.clip(round(self.batch_growth * n_seen), self.batch_min, max(self.batch_min, self.batch_max)))
@@ -125,6 +130,8 @@ class IterativeAutoBuild(SearchStrategy):
         self._round = 0
         self._prev_top: list | None = None
         self._init: list | None = None
+        self._prev_best: frozenset | None = None
+        self._stalled = 0
         self.rounds: list = []  # the info dicts also passed to on_round (without the DataFrame)
 
     # ---- ask / tell ---------------------------------------------------------------------------
@@ -217,10 +224,15 @@ class IterativeAutoBuild(SearchStrategy):
         else:
             info.update(unit_scores=None, pruned=None, changed=[])
 
+        keys = list(self._obs)
+        best = frozenset(keys[i] for i in self._scalar_rank(targets)[: s.explore_top])
+        self._stalled = self._stalled + 1 if best == self._prev_best else 0
+        self._prev_best = best
+        stalled = bool(s.stall_rounds) and self._stalled >= s.stall_rounds
         pool = self._pool(targets, pruned)
         n = s.batch(len(self._obs))
-        batch = self._select(pool, ensembles, targets, n)
-        info.update(batch=batch, pool_size=len(pool), seconds=time.time() - t0)
+        batch = self._select(pool, ensembles, targets, n, stalled)
+        info.update(batch=batch, pool_size=len(pool), stalled=stalled, seconds=time.time() - t0)
         self.rounds.append({k: v for k, v in info.items() if k != "unit_scores"})
         if self.on_round is not None:
             self.on_round(info)
@@ -350,9 +362,9 @@ class IterativeAutoBuild(SearchStrategy):
             means.append(p.mean(0)), stds.append(p.std(0))
         return np.stack(means, 1), np.stack(stds, 1)
 
-    def _select(self, pool: list, ensembles: list, targets: list, n: int) -> list:
+    def _select(self, pool: list, ensembles: list, targets: list, n: int, stalled: bool = False) -> list:
         s = self.settings
-        n_explore = int(round(s.explore_fraction * n))
+        n_explore = int(round((s.stall_explore_fraction if stalled else s.explore_fraction) * n))
         n_model = n - n_explore
         out, keys = [], set()
         if pool and n_model > 0:
@@ -376,7 +388,8 @@ class IterativeAutoBuild(SearchStrategy):
                 out.append(pool[i]), keys.add(self.domain.key(pool[i]))
         # model-free exploration: random mutations (1 or 2 edits) of the best evaluated
         archs = [a for a, _ in self._obs.values()]
-        parents = [archs[i] for i in self._scalar_rank(targets)[: s.explore_top]]
+        parents = [archs[i] for i in self._scalar_rank(targets)[: s.explore_top * (2 if stalled else 1)]]
+        max_edits = s.stall_edits if stalled else 2
         tries = 0
         while len(out) < n and tries < 200 * n:
             tries += 1
@@ -384,7 +397,7 @@ class IterativeAutoBuild(SearchStrategy):
             if idx is None:
                 a = self.domain.random_arch(self.rng)
             else:
-                for _ in range(1 + int(self.rng.random() < 0.5)):
+                for _ in range(int(self.rng.integers(1, max_edits + 1))):
                     idx = self.domain.mutate_indices(idx, self.rng)
                 a = self.domain.decode(idx)
             k = self.domain.key(a)
@@ -421,5 +434,3 @@ def _predict_graphs(trained, gs) -> np.ndarray:
             out.append(model(gs.batch(torch.arange(start, min(start + 4096, len(gs))))).pred)
     return torch.cat(out).numpy().astype(np.float64) * trained.y_std + trained.y_mean
 
-
-STRATEGIES.update({IterativeAutoBuild.name: IterativeAutoBuild, PredictorGuided.name: PredictorGuided})

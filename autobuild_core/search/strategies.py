@@ -19,7 +19,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from search_spaces.errors import ConfigError, UnknownNameError
+from search_spaces.errors import ConfigError
+from search_spaces.registry import Registry
 from search_spaces.base import Arch
 
 from .domain import Domain
@@ -284,18 +285,19 @@ class OptunaNSGA2(_OptunaStrategy):
         return self._optuna.samplers.NSGAIISampler(population_size=self._pop, seed=self.seed)
 
 
-STRATEGIES: dict[str, type[SearchStrategy]] = {
-    cls.name: cls for cls in (RandomSearch, RegularizedEvolution, OrderedSearch, OptunaTPE, OptunaNSGA2)
-}
-ALIASES = {"regularized_evolution": "rea", "evolution": "rea", "nsgaii": "nsga2", "nsga-ii": "nsga2", "optuna_tpe": "tpe"}
+STRATEGIES: Registry[SearchStrategy] = Registry("search method")
+for _cls in (RandomSearch, RegularizedEvolution, OrderedSearch, OptunaTPE, OptunaNSGA2):
+    STRATEGIES.register(_cls.name, _cls, aliases={"rea": ("regularized_evolution", "evolution"), "nsga2": ("nsgaii", "nsga-ii"),
+                                                  "tpe": ("optuna_tpe",)}.get(_cls.name, ()))
+STRATEGIES.register("autobuild", "autobuild_core.search.autobuild:IterativeAutoBuild")
+STRATEGIES.register("predictor", "autobuild_core.search.autobuild:PredictorGuided")
 
 
 def list_methods() -> list[str]:
-    return sorted(STRATEGIES)
+    """Names of the registered search strategies."""
+    return STRATEGIES.names()
 
 
 def get_strategy(method: str) -> type[SearchStrategy]:
-    name = ALIASES.get(method.lower(), method.lower())
-    if name not in STRATEGIES:
-        raise UnknownNameError("search method", method, STRATEGIES)
-    return STRATEGIES[name]
+    """The strategy class registered as ``method`` (or one of its aliases)."""
+    return STRATEGIES.get(method)
