@@ -254,14 +254,16 @@ def op_effects(models, space=None, n_context: int = 16384, seed: int = 0, contex
     Returns rows: feature, kind, group, value, effect (mean over members of the effect computed
     from predictions as :func:`value_effects` computes it from measurements), ci_low, ci_high,
     se, sd_models (spread of single-member effects), se_contexts (bootstrap over contexts),
-    sign_agreement (share of members whose effect has the sign of ``effect``), rank (1 = largest
+    sign_agreement (share of members whose effect has the sign of ``effect``), sign ("+" or "-"
+    where the interval excludes zero, else "uncertain": the only sign a reader should act on), rank (1 = largest
     effect within the feature and group), n_models, n_contexts. The interval is
-    ``effect ± z·se`` with ``se² = sd_models² + se_contexts²``: with bootstrap-trained members,
+    ``effect ± q·se`` (q: Student-t quantile, m − 1 degrees of freedom) with ``se² = sd_models² + se_contexts²``: with bootstrap-trained members,
     ``sd_models`` is the bootstrap estimate of a single read-out's spread over training sets,
     used unshrunk (conservative for the ensemble mean). With one ranker only the contexts
     contribute and the interval says nothing about training-data uncertainty.
     """
     from scipy.stats import norm
+    from scipy.stats import t as student_t
 
     members = list(models) if isinstance(models, (list, tuple)) else [models]
     if not members:
@@ -282,7 +284,9 @@ def op_effects(models, space=None, n_context: int = 16384, seed: int = 0, contex
         boot[b] = _effects(mean_pred[:, idx], shares[idx])[0]
     se_ctx = np.nanstd(boot, 0, ddof=1)
     se = np.sqrt(sd_models**2 + se_ctx**2)
-    z = float(norm.ppf(0.5 + level / 2))
+    # Student-t with m - 1 degrees of freedom: sd_models comes from a handful of members, and a
+    # normal quantile would make the interval too narrow (signs stated that are wrong).
+    z = float(student_t.ppf(0.5 + level / 2, df=m - 1)) if m > 1 else float(norm.ppf(0.5 + level / 2))
     df = pd.DataFrame(columns)
     df["effect"] = effect
     df["ci_low"] = effect - z * se
@@ -291,6 +295,7 @@ def op_effects(models, space=None, n_context: int = 16384, seed: int = 0, contex
     df["sd_models"] = sd_models
     df["se_contexts"] = se_ctx
     df["sign_agreement"] = (np.sign(per_member) == np.sign(effect)[None, :]).mean(0)
+    df["sign"] = np.where(df["ci_low"] > 0, "+", np.where(df["ci_high"] < 0, "-", "uncertain"))
     df["rank"] = df.groupby(["feature", "group"])["effect"].rank(ascending=False, method="min").astype(int)
     df["n_models"] = m
     df["n_contexts"] = len(ctx)

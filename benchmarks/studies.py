@@ -139,6 +139,8 @@ def op_effect_check(effects: pd.DataFrame, truth: NB201Truth) -> dict:
         out["ci_high"] = {o: float(sub.loc[o, "ci_high"]) for o in ops}
         out["covers_truth"] = {o: bool(out["ci_low"][o] <= truth.op_effect[o] <= out["ci_high"][o]) for o in ops}
         out["sign_established"] = {o: bool(out["ci_low"][o] > 0 or out["ci_high"][o] < 0) for o in ops}
+        if "se" in sub.columns:
+            out["quantile"] = float(np.nanmedian((sub["ci_high"] - sub["ci_low"]) / 2 / sub["se"].replace(0, np.nan)))
     return out
 
 
@@ -279,6 +281,9 @@ def effects_study(truth: NB201Truth, sizes=EFFECT_SIZES, repeats: int = 10, n_mo
                         "effect": {o: mean_std([r[key]["effect"][o] for r in runs]) for o in ops}}
         agg["readout"]["coverage"] = {o: float(np.mean([r["readout"]["covers_truth"][o] for r in runs])) for o in ops}
         agg["readout"]["sign_established"] = {o: float(np.mean([r["readout"]["sign_established"][o] for r in runs])) for o in ops}
+        # a sign the read-out states (interval excludes 0) that is wrong: the failure a reader would act on
+        agg["readout"]["confident_wrong"] = {o: float(np.mean([r["readout"]["sign_established"][o] and not r["readout"]["sign_match"][o]
+                                                                for r in runs])) for o in ops}
         agg["readout"]["ci_halfwidth"] = {o: float(np.mean([(r["readout"]["ci_high"][o] - r["readout"]["ci_low"][o]) / 2 for r in runs])) for o in ops}
         agg["fe_mlp"] = {"spearman": mean_std([r["fe_mlp"]["spearman"] for r in runs]),
                          "score": {o: mean_std([r["fe_mlp"]["fe_scores"][o] for r in runs]) for o in ops}}
@@ -352,6 +357,23 @@ def md_effects(res: dict, png_name: str = "studies_effects.png") -> str:
         lines.append(f"| {n} | {r['order_correct']:.0%} | {r['all_signs_match']:.0%} | " + " / ".join(f"{r['sign_match'][o]:.0%}" for o in ops)
                      + f" | {r['spearman'][0]:.2f} ± {r['spearman'][1]:.2f} | " + " / ".join(f"{r['coverage'][o]:.0%}" for o in ops)
                      + f" | {d['order_correct']:.0%} / {d['all_signs_match']:.0%} / {d['spearman'][0]:.2f} | {f['spearman'][0]:.2f} ± {f['spearman'][1]:.2f} |")
+    if all(run["readout"].get("sign_established") for a in res["sizes"].values() for run in a["runs"]):
+        lines += ["", "Signs the read-out states (its 95% interval, Student-t over the ensemble members, excludes zero; otherwise it reports the sign as *uncertain*): share of "
+                  "repeats with a stated sign, and share with a stated sign that is wrong, per op (" + ", ".join(ops) + "):", "",
+                  "| n train | sign stated | stated and wrong |", "|---|---|---|"]
+        from scipy.stats import t as student_t
+
+        # the library's interval: Student-t quantile with n_models - 1 df (runs stored with another
+        # quantile are rescaled: their interval half-width / their quantile is the standard error)
+        q = float(student_t.ppf(0.975, df=st["n_models"] - 1)) if st["n_models"] > 1 else 1.96
+        for n, a in res["sizes"].items():
+            runs = [run["readout"] for run in a["runs"]]
+            def states(x, o):
+                half = (x["ci_high"][o] - x["ci_low"][o]) / 2 / x.get("quantile", 1.96) * q
+                return abs(x["effect"][o]) > half
+            stated = {o: np.mean([states(x, o) for x in runs]) for o in ops}
+            wrong = {o: np.mean([states(x, o) and not x["sign_match"][o] for x in runs]) for o in ops}
+            lines.append(f"| {n} | " + " / ".join(f"{stated[o]:.0%}" for o in ops) + " | " + " / ".join(f"{wrong[o]:.0%}" for o in ops) + " |")
     lines += ["", "Mean read-out per op (± std over repeats):", "", "| n train | " + " | ".join(ops) + " |", "|---|" + "---|" * len(ops)]
     for n, a in res["sizes"].items():
         lines.append(f"| {n} | " + " | ".join(f"{a['readout']['effect'][o][0]:+.2f} ± {a['readout']['effect'][o][1]:.2f}" for o in ops) + " |")

@@ -23,6 +23,8 @@ VARIANTS: dict[str, list[str]] = {
     "stall2": ["search.options.stall_rounds=2"],
     "units200": ["search.options.pool_units=200", "search.options.pool_random=400"],
     "clip50": ["search.options.clip_quantile=0.5"],
+    "marginal": ["search.options.unit_scoring=marginal"],
+    "keep75": ["search.options.keep_exponent=0.75"],
 }
 REFERENCES = ("tpe", "rea", "predictor", "random")
 

@@ -381,7 +381,7 @@ def _effects(d: RunData) -> str:
     for ax in axes[n:]:
         ax.set_visible(False)
     parts = [note, _img(fig, "Feature-value effects with intervals")]
-    cols_ = [c for c in ("feature", "group", "value", "effect", "ci_low", "ci_high", "sign_agreement", "rank", "n_models") if c in eff.columns]
+    cols_ = [c for c in ("feature", "group", "value", "effect", "ci_low", "ci_high", "sign", "sign_agreement", "rank", "n_models") if c in eff.columns]
     rows = [[r[c] for c in cols_] for _, r in eff[cols_].iterrows()]
     parts.append("<details><summary>All feature values</summary>"
                  + _table(cols_, rows, [c in ("effect", "ci_low", "ci_high", "sign_agreement", "rank", "n_models") for c in cols_]) + "</details>")
