@@ -550,7 +550,7 @@ def evaluate_archs(
         return EvaluationOutcome([done.get(k) for k in keys], list(parsed), new, reused, failed, None, fp)
 
     limit = None if max_failure_fraction is None else max_failure_fraction * n_unique
-    bs = max(1, int(batch_size or getattr(evaluator, "batch_size", 8) or 8))
+    bs = max(1, int(batch_size or evaluator.batch_size or 8))
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm

@@ -618,7 +618,7 @@ def _draw_arch(d: RunData, native: Any, title: str) -> str:
     n = graph.num_nodes
     edges = [tuple(map(int, e)) for e in graph.edge_index.t().tolist()]
     owner, layer = node_units(space, arch, graph)
-    unit_names = [getattr(us, "name", f"unit {u}") for u, us in enumerate(space.units)]
+    unit_names = [us.name for us in space.units]
 
     values: list = [None] * n
     legend = ""

@@ -78,10 +78,6 @@ class IterativeSettings(BaseModel):
         return int(np.clip(round(self.graph_passes / max(1, n_train)), self.epochs_min, max(self.epochs_min, self.epochs_max)))
 
 
-def _space_of(domain: Domain):
-    return getattr(domain, "space", None) or getattr(getattr(domain, "pruned", None), "space", None)
-
-
 def transform_targets(values: np.ndarray, direction: str, clip_quantile: float) -> np.ndarray:
     """Objective values -> 'larger is better' training targets, clipped from below.
 
@@ -121,7 +117,7 @@ class IterativeAutoBuild(SearchStrategy):
             settings = IterativeSettings(**settings)
         self.settings = settings or IterativeSettings()
         self.on_round = on_round
-        self.space = _space_of(domain)
+        self.space = domain.space
         if self.space is None:
             raise ConfigError(f"search method {self.name!r} needs a domain over a search space (its rankers read the space's graphs)")
         self._obs: dict = {}  # key -> (arch, values or None), in order of arrival

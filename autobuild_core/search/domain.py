@@ -64,9 +64,15 @@ class Domain(ABC):
     """
 
     dims: tuple = ()
+    #: the search space this domain views (None for a domain not built on one)
+    space = None
 
     def __init__(self, key: Callable[[Arch], Hashable] | None = None):
         self._key = key
+
+    def format(self, arch: Arch) -> str:
+        """Human-readable architecture string (the space's ``format`` when there is a space)."""
+        return self.space.format(arch) if self.space is not None else str(arch)
 
     # ---- contract ------------------------------------------------------------------------
     @abstractmethod
@@ -234,6 +240,7 @@ class PrunedDomain(Domain):
     def __init__(self, pruned, key: Callable[[Arch], Hashable] | None = None):
         super().__init__(key)
         self.pruned = pruned
+        self.space = pruned.space
         self._units = [tuple(tuple(tuple(layer) for layer in cfg) for cfg in choices) for choices in pruned.unit_choices]
         if any(len(c) == 0 for c in self._units):
             raise ValueError("pruned space has a unit without any kept configuration")

@@ -118,15 +118,14 @@ def run_search(
         raise ConfigError(f"budget must be non-negative, got {budget}")
     domain: Domain = as_domain(domain_or_space)
     cls = get_strategy(method)
-    if formatter is None:
-        owner = getattr(domain, "space", None) or getattr(getattr(domain, "pruned", None), "space", None)
-        formatter = getattr(owner, "format", None)
+    if formatter is None and domain.space is not None:
+        formatter = domain.format
     kwargs = dict(options)
-    if cls.__name__.startswith("Optuna"):
+    if cls.persistent:
         kwargs.update(storage=storage, study_name=study_name, formatter=formatter)
     strategy = cls(domain, directions, seed, budget, **kwargs)
 
-    result = SearchResult(directions=directions, method=cls.name, study_name=getattr(strategy, "study_name", None))
+    result = SearchResult(directions=directions, method=cls.name, study_name=strategy.study_name)
     cache: dict = {}
     rng = np.random.default_rng([int(seed), 7919])
 

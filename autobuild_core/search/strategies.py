@@ -33,6 +33,8 @@ class SearchStrategy(ABC):
 
     name: str = ""
     multi_objective: bool = True  # whether it makes sense with several directions
+    #: takes ``storage``, ``study_name`` and ``formatter`` (a study that persists between sessions)
+    persistent: bool = False
 
     def __init__(self, domain: Domain, directions: Sequence[str], seed: int, budget: int, **options: Any):
         if options:
@@ -59,6 +61,11 @@ class SearchStrategy(ABC):
         """Result for an architecture the strategy did not propose (initial archs, random
         fallbacks after repeated duplicates, earlier runs). Defaults to ``tell``."""
         self.tell(arch, values)
+
+    @property
+    def study_name(self) -> str | None:
+        """Name of the persisted study (None for strategies that keep no study)."""
+        return None
 
     def prior(self) -> list[tuple[Arch, Values | None]]:
         """Evaluations already made in an earlier session (persisted studies); counted by the
@@ -145,6 +152,8 @@ class _OptunaStrategy(SearchStrategy):
     in optuna-dashboard lists only parameters that matter. The architecture's readable encoding
     is stored as a user attribute of each trial.
     """
+
+    persistent = True
 
     def __init__(self, domain, directions, seed, budget, storage: str | None = None, study_name: str | None = None, formatter=None):
         super().__init__(domain, directions, seed, budget)
