@@ -1,24 +1,12 @@
 """The ranker: a GNN predictor whose node-embedding magnitudes are interpretable scores.
 
-Three parts, following method.md §2:
-
-* :class:`FeatureEncoder` (FE-MLP, hop 0): each feature of the space's schema goes through its
-  own tiny network ending in ONE scalar; the scalars are concatenated and passed through
-  ``abs``. Coordinate *i* of a node's hop-0 embedding is therefore the score of that node's value
-  of feature *i*, which is what makes per-value importance readable later.
-* :class:`Ranker` encoder: M message-passing layers (GATv2, GraphConv or GIN), each followed by
-  batch norm and ReLU, with a residual from the second layer on. ReLU (and the abs at hop 0) keep
-  every embedding non-negative, so ``||h_v^m||_1`` is a well-defined "size" of the m-hop module
-  ending at v.
-* Readout: the mean over nodes at every hop (kept for the ranking loss and for hop metrics), and
-  a small MLP on the last hop regressing the standardised target.
-
-The layers hold torch_geometric's parameters (same initialisation, same checkpoint keys) but run
-their own message passing (gathers and ``index_add_`` over the edge list): on graphs of ten-odd
-nodes PyG's generic propagate path spends more time in Python and bookkeeping than in arithmetic.
-The results equal PyG's layers (``tests/test_core_ranker.py``). Only convolutions whose update at a node depends on that node's
-in-neighbours alone are offered, so a unit configuration scored on its own small graph gets exactly
-the embedding it would have inside a whole network (batch norm runs in eval mode then).
+:class:`FeatureEncoder` (FE-MLP, hop 0) maps each feature to one non-negative scalar; M
+message-passing layers (GATv2, GraphConv or GIN, each with batch norm, ReLU and a residual from the
+second layer) keep embeddings non-negative, so ``||h_v^m||_1`` is the size of the m-hop module
+ending at v; a small head regresses the standardised target from the mean of the last hop
+(method.md §2). The layers hold torch_geometric's parameters but run their own gather/``index_add_``
+message passing, which is faster on tiny graphs and equal to PyG's (tests/test_core_ranker.py).
+Why only in-neighbour convolutions: docs/ranker.md ("Implementation notes").
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """``autobuild bench all``: regenerate every published number, table and plot in one command.
 
-Why one command: a result that cannot be regenerated from a clean checkout is an anecdote. This
-runs the other bench modules' functions (search, studies, ranker, motifs, train) with the
-settings docs/results.md reports, writes each section's raw JSON and PNG plots into ``--out`` and
-the Markdown beside it (``--out docs/results`` -> ``docs/results.md``), every section with the
-exact command that produced it. Sections whose data is missing are kept as a one-line note, so a
-user without one table still gets the rest.
-
-Time. Timing sections (motifs, train throughput) run first and alone, so that their numbers are
-not disturbed; the rest are independent jobs spread over ``--jobs`` worker processes (default 2,
-one torch thread each: this project's reference machine has 2 cores), longest first. Measured:
-8.4 minutes on the quiet 2-core machine, 16.4 with other jobs holding a load average of ~6;
-``--quick`` shrinks every budget and repeat count to check the plumbing in about a minute (its
-numbers mean nothing). ``--render-only`` rewrites the page from the JSON already in ``--out``.
+Runs the other bench modules (search, studies, ranker, motifs, train) with the settings
+docs/results.md reports, writes each section's JSON and plots into ``--out`` and the Markdown
+beside it, each section with the exact command that produced it; sections whose data is missing
+become a one-line note. Timing sections run first and alone; the rest are spread over ``--jobs``
+processes. ``--quick`` checks the plumbing with tiny budgets; ``--render-only`` rewrites the page
+from the JSON already in ``--out``. How long it takes: docs/results.md.
 """
 
 from __future__ import annotations

@@ -1,39 +1,11 @@
 """``autobuild bench studies``: what the ranker learns, how much data it needs, and whether its
-scores mean anything when checked against ground truth that was not learned.
+scores agree with ground truth that was not learned.
 
-Why these studies. A ranker is only useful if (a) it orders unseen architectures better than a
-one-hot ridge regression fitted on the same data, (b) it gets there with the tens-to-hundreds of
-evaluations a search can afford, and (c) its interpretable read-outs agree with the benchmark's
-own marginals: otherwise "interpretable knowledge" is a story, and pruning by it throws away the
-good part of the space. NAS-Bench-201 is exhaustively evaluated, so every marginal is known
-exactly: the mean accuracy of all 15,625 cells that contain a unit configuration, and each op's
-effect (mean accuracy of the cells that use it on an edge, averaged over the 6 edges, minus the
-table mean). Both unit-scoring methods (``paper`` and ``marginal``, autobuild_core/scoring.py) are
-checked on the same rankers, so differences are differences of the read-out alone.
-
-Parts (``--parts``):
-
-* ``size``: prediction and per-hop Spearman on 3,000 held-out NB-201 cells vs training-set size,
-  beside ridge, plus the unit-score and op-importance checks of every ranker trained (scores vs
-  data size). Fewer repeats for the large sizes (``--large-repeats``) to keep the run short.
-* ``lr``: the paper's lr 1e-4 against 1e-3 at the same epoch count, at a small and a large size:
-  the measurement behind using 1e-3 in the other parts (few graphs -> few optimiser steps).
-* ``ablation``: at 500 training cells: no ranking loss, GNN type, hidden size.
-* ``pruned`` (not part of the default set; run with ``--seed 1000 --repeats 6``, tuning seeds):
-  the best cell inside AutoBuild's pruned space before any search, per unit scoring.
-* ``effects`` (not part of the default set): the op-effect read-out (``op_effects`` of a small
-  bootstrap ensemble) against the ground-truth op effects per training size and repeat: order,
-  per-op sign, interval coverage, beside the paper's FE-MLP read-out and the plain training-data
-  marginals. Writes a PNG beside ``--json``.
-* ``ofa``: OFA-MobileNetV3 ImageNet subnets (723 distinct): 90/10-split prediction and hop
-  Spearman vs ridge (``benchmarks.ranker.bench_ranker``), then one ranker on all of them for the
-  read-outs: per unit, which expansion ratio and kernel size score highest (configuration scores
-  averaged per layer value; and the FE-MLP's global per-value scores), the authors' own check
-  (Spearman of unit score vs accuracy among subnets whose unit has a given depth; in-sample,
-  because 723 subnets cannot give per-configuration ground truth), and where the top-1 build
-  lands among the 5^5 = 3,125 architectures of its own top-5 pruned space by the same predictor.
-
-Tuning note: nothing here selects settings for the search benchmark; these are measurements.
+Parts (``--parts``): ``size`` (Spearman and read-outs vs training-set size, beside ridge), ``lr``
+(1e-4 vs 1e-3), ``ablation`` (ranking loss, GNN type, width), ``pruned`` (best cell inside the
+pruned space; tuning seeds), ``effects`` (op-effect read-out vs the NB-201 ground truth) and
+``ofa`` (OFA-MobileNetV3 ImageNet subnets). What each part measures and why: docs/ranker.md
+("Studies").
 """
 
 from __future__ import annotations

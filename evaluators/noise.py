@@ -1,16 +1,10 @@
 """How noisy are the labels, and how well can any predictor rank them at best?
 
-A ranker is judged by the Spearman correlation between its scores and measured labels, but a
-measured label is ``true + noise``. If the same architectures are measured twice (two seeds), the
-correlation between the repeats, ``r``, is the *test-retest reliability* of the labels. Under the
-classical model (independent noise of equal variance in both repeats), the correlation of any
-predictor with one noisy measurement is at most ``corr(predictor, true) * sqrt(r) <= sqrt(r)``.
-So ``spearman_ceiling = sqrt(max(r_spearman, 0))`` is the best Spearman a perfect predictor can be
-expected to reach on these labels; a ranker near the ceiling is limited by the labels, not by
-itself. (Ranks make this an approximation; it is exact for Pearson under the model.)
-
-``reliability`` gives the same idea from variances: noise variance per measurement is
-``mean(Δ²)/2`` and ``reliability = 1 - noise_var / var(measurements)``.
+If the same architectures are measured at two seeds, the Spearman ``r`` between the repeats is the
+labels' test-retest reliability, and no predictor can be expected to exceed
+``spearman_ceiling = sqrt(max(r, 0))`` against one noisy measurement (classical test theory;
+exact for Pearson, approximate for ranks). ``reliability`` gives the same from variances:
+``1 - (mean(Δ²)/2) / var(measurements)``. Derivation: docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -1,41 +1,10 @@
 """NAS-Bench-201 cells as an AutoBuild space.
 
-A NAS-Bench-201 cell is a 4-node DAG: every pair i < j is joined by one of five operations, and a
-node is the sum of its incoming edges. AutoBuild needs *units* whose configurations can be scored
-on their own, so a unit is the set of incoming edges of one computing node (method.md §5):
-
-=====  ==========================  =====
-unit   edges (layer order)         depth
-=====  ==========================  =====
-0      0→1                         1
-1      0→2, 1→2                    2
-2      0→3, 1→3, 2→3               3
-=====  ==========================  =====
-
-Each layer is a 1-tuple ``(op,)``. The flat edge order 0→1, 0→2, 1→2, 0→3, 1→3, 2→3 is the order of
-the official string and of the list encoding.
-
-Official topology index. NAS-Bench-201 / NATS-Bench number the 15,625 cells by generating them in
-product order (edges in the order above, earliest edge varying slowest, ops in the order of
-:data:`OPS`) and then shuffling that list once with Python's ``random`` seeded with 88. We rebuild
-the permutation from that rule instead of shipping the 15,625-row table; CPython's ``shuffle``
-algorithm has been stable since 3.2 and a test checks the result against the published table.
-
-Isomorphism. :meth:`NB201Space.key` reproduces the benchmark's own count of 6,466 distinct cells.
-The rule that gives exactly 6,466: build an expression for every node from its incoming edges,
-where a ``none`` edge, or an edge whose source expression *is* the single zero token, contributes
-the zero token ``#``; ``skip_connect`` passes its source expression through unchanged; any other op
-wraps it as ``(src)@op``; a node is the sorted ``+``-join of its terms (zero tokens included); the
-key is the output node's expression. Zero tokens stay in sums and a node with several zero inputs
-(``#+#``) is not itself treated as zero, which is why this is finer than true functional
-equivalence. :meth:`NB201Space.functional_key` implements the strict rule (drop zero terms, a node
-whose inputs are all zero is zero, anything fed only by zero is zero) and gives 4,930 classes (sums are flattened, so skip chains collapse); each
-6,466-class lies inside one of them. ``key`` follows the benchmark so that deduplication agrees
-with published numbers.
-
-Graph (method.md §1, §5): one node per cell node 0..3 and one per edge operation; data flows
-cell node i → op(i→j) → cell node j. Cell node u+1 at hop 1 sees exactly unit u's operations, so
-it is unit u's exit node and :meth:`NB201Space.unit_graph` is those op nodes plus that node.
+A cell is a 4-node DAG whose edges i < j each carry one of five operations; unit u is the set of
+incoming edges of node u+1 (depths 1, 2, 3), each layer a 1-tuple ``(op,)``. The space rebuilds the
+benchmark's official topology index, reproduces its 6,466 isomorphism classes in :meth:`NB201Space.key`
+(and the strict functional classes in ``functional_key``), and draws each cell as a graph whose
+cell node u+1 is unit u's exit node. The rules and why: docs/spaces.md ("nb201").
 """
 
 from __future__ import annotations

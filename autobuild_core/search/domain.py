@@ -1,17 +1,10 @@
 """Search domains: a search space or a pruned space seen as categorical dimensions.
 
-Every strategy (random, evolution, Optuna samplers) needs the same few things from whatever it
-searches: a list of categorical dimensions, a way to turn choice indices into an :class:`Arch`
-and back, uniform sampling and a one-dimension mutation. Putting that in one adapter lets a
-strategy run unchanged over a full :class:`~search_spaces.base.SearchSpace` (one dimension per
-unit depth and per layer slot, plus globals) and over a ``PrunedSpace`` (one dimension per unit
-over its kept configurations, plus globals), which is exactly the comparison AutoBuild is judged
-by: the same search inside and outside the pruned space.
-
-Dimensions with a single choice are left out (they cannot be searched and would only add noise
-to Optuna's parameter lists). In the full-space domain a layer slot beyond the unit's chosen
-depth is *inactive*: it does not change the architecture, so mutation never picks it and Optuna
-never suggests it (define-by-run conditional parameters).
+Every strategy needs the same few things from what it searches: categorical dimensions, indices
+<-> :class:`Arch`, uniform sampling and one-dimension mutations. One adapter gives them for a full
+:class:`~search_spaces.base.SearchSpace` and for a ``PrunedSpace``, so the same search runs inside
+and outside the pruned space. Single-choice dimensions are left out; layer slots beyond a unit's
+depth are inactive (never mutated, never suggested by Optuna).
 """
 
 from __future__ import annotations
