@@ -42,6 +42,7 @@ class Bench:
     entries: list  # list[dict] metrics of every table entry
     label: str
     _cache: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # what the results JSON should carry about the oracle
 
     def key(self, arch):
         return self.evaluator.record_key(self.space, arch)
@@ -70,7 +71,37 @@ def load_bench(space_name: str, table: str | None, latency: str | None, dataset:
 
         ev = NASBenchGraphEvaluator(dataset or "cora")
         return Bench(space, ev, [m for _, m in ev.items(space)], f"nas_bench_graph:{ev.dataset}")
-    raise ConfigError(f"bench search supports table spaces 'nb201' and 'nasbench_graph', not {space_name!r}.")
+    raise ConfigError(f"bench search supports table spaces 'nb201' and 'nasbench_graph', not {space_name!r} "
+                      "(large spaces: --surrogate ofa_mbv3 --data DIR).")
+
+
+SURROGATES = {"ofa_mbv3": "ofa_mbv3_imagenet/ofa_mbv3_w10_top1.jsonl"}
+
+
+def load_surrogate_bench(name: str, data: str | None) -> Bench:
+    """A surrogate oracle as the objective (:mod:`evaluators.surrogate`): a model fitted on the
+    measured table ``DATA/<table>`` predicts every architecture of a space too large to list.
+    ``entries`` are the predictions on the table's architectures plus the surrogate's optimum, so
+    the reported optimum and regrets are the surrogate's."""
+    import os
+
+    if name not in SURROGATES:
+        raise ConfigError(f"unknown surrogate {name!r}; available: {', '.join(SURROGATES)}.")
+    folder = data or os.environ.get("AUTOBUILD_DATA_DIR")
+    if not folder:
+        raise ConfigError(f"--surrogate {name} needs --data DIR (or $AUTOBUILD_DATA_DIR): the folder holding {SURROGATES[name]}.")
+    path = Path(folder) / SURROGATES[name]
+    if not path.is_file():
+        raise ConfigError(f"--surrogate {name}: the measured table {path} does not exist; point --data at the folder holding {SURROGATES[name]}.")
+    from evaluators.surrogate import OFASurrogateEvaluator
+
+    ev = OFASurrogateEvaluator(path)
+    opt_arch, opt_val = ev.optimum()
+    entries = [{"top1": float(v)} for v in ev.predict(ev.table_archs)] + [{"top1": opt_val}]
+    info = {"surrogate": {"name": name, "model": "ridge on one-hot OFA features (evaluators/surrogate.py)", "fingerprint": ev.fingerprint(),
+                          "alpha": ev.alpha, "cv": ev.cv, "n_train": ev.n_train, "table_best_measured": ev.table_best,
+                          "optimum_arch": ev.space.format(opt_arch), "optimum": opt_val, "space_size": ev.space.size()}}
+    return Bench(ev.space, ev, entries, f"surrogate:{name} ({SURROGATES[name]})", info=info)
 
 
 @dataclass
@@ -100,7 +131,7 @@ def make_objective(bench: Bench, target: str | None, objectives: str | None) -> 
     from autobuild_core.target import compile_target
 
     metric_names = set(bench.entries[0]) if bench.entries else set()
-    acc_default = next((m for m in ("acc", "cifar10_test_acc", "test_acc") if m in metric_names), None)
+    acc_default = next((m for m in ("acc", "cifar10_test_acc", "test_acc", "top1") if m in metric_names), None)
     target = target or acc_default
     if target is None:
         raise ConfigError(f"No accuracy column found; pass --target (metrics available: {sorted(metric_names)}).")
@@ -253,7 +284,13 @@ def run(args) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     budgets = _int_list(args.budgets) if args.budgets else [int(args.budget)]
-    bench = load_bench(args.space, args.table, args.latency, args.dataset)
+    if args.surrogate:
+        bench = load_surrogate_bench(args.surrogate, args.data)
+        args.space = bench.space.name
+    elif not args.space:
+        raise ConfigError("bench search needs --space (nb201, nasbench_graph) or --surrogate ofa_mbv3 --data DIR.")
+    else:
+        bench = load_bench(args.space, args.table, args.latency, args.dataset)
     objective = make_objective(bench, args.target, args.objectives)
     multi = len(objective.directions) > 1
     methods = [m.strip() for m in (args.methods or ",".join(MULTI_METHODS if multi else SINGLE_METHODS)).split(",") if m.strip()]
@@ -269,12 +306,12 @@ def run(args) -> int:
     out = runner(bench.space, objective, methods, budgets, args.repeats, args.seed, settings, log)
     out.update(
         space=args.space, table=bench.label, dataset=args.dataset, objectives=objective.names, directions=list(objective.directions),
-        budgets=budgets, repeats=args.repeats, seeds=[args.seed + r for r in range(args.repeats)],
+        budgets=budgets, repeats=args.repeats, seeds=[args.seed + r for r in range(args.repeats)], **bench.info,
         preset=args.preset, overrides=list(args.overrides), settings=settings.model_dump(mode="json"), seconds=round(time.time() - t0, 1),
     )
     if not multi:
         out["target"] = objective.names[0]
-        log(f"optimum of the table: {out['optimum']:.4f}")
+        log(f"optimum of the {'surrogate' if args.surrogate else 'table'}: {out['optimum']:.4f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
@@ -288,7 +325,10 @@ def register(sub) -> None:
         help="AutoBuild vs random / REA / TPE (or NSGA-II) at equal evaluation budgets on a benchmark table",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--space", required=True, help="nb201 or nasbench_graph")
+    p.add_argument("--space", help="nb201 or nasbench_graph (or use --surrogate)")
+    p.add_argument("--surrogate", choices=sorted(SURROGATES), help="search a space too large to tabulate against a surrogate oracle "
+                   "fitted on DATA's measured table (ofa_mbv3: OFA-MobileNetV3 at 224 px, ~2.2e19 subnets; see docs/evaluation.md)")
+    p.add_argument("--data", help="folder of the benchmark tables, for --surrogate (default $AUTOBUILD_DATA_DIR)")
     p.add_argument("--table", help="benchmark table (nb201: the CIFAR-10 CSV)")
     p.add_argument("--latency", help="nb201 latency CSV (for --objectives with latency:DEVICE)")
     p.add_argument("--dataset", help="nasbench_graph dataset (cora, citeseer, pubmed, ...)")

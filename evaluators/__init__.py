@@ -31,6 +31,7 @@ _LAZY = {
     "TransNASTableEvaluator": "transnas",
     "import_authors_cache": "tables",
     "TrainingEvaluator": "training",
+    "OFASurrogateEvaluator": "surrogate",
 }
 
 

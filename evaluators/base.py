@@ -340,6 +340,7 @@ EVALUATORS.register("nasbench_graph", "evaluators.tables:NASBenchGraphEvaluator"
 EVALUATORS.register("nats_bench", "evaluators.tables:NATSBenchEvaluator")
 EVALUATORS.register("train", "evaluators.training:TrainingEvaluator", aliases=("training",))
 EVALUATORS.register("transnas_table", "evaluators.transnas:TransNASTableEvaluator")
+EVALUATORS.register("ofa_mbv3_surrogate", "evaluators.surrogate:OFASurrogateEvaluator")
 
 
 def register_evaluator(kind: str, target) -> None:

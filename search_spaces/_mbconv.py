@@ -172,19 +172,25 @@ class MBConvMacroSpace(SearchSpace):
 
     Args:
         spec: the supernet's description.
+        resolutions: the input resolutions searched (default: OFA's 192..224 in steps of 4); one
+            value fixes the resolution, e.g. for a table or surrogate measured at 224 only.
     """
 
     spec: MacroSpec
     default_input = {"in_chans": 3, "resolution": 224, "num_classes": 1000}
 
-    def __init__(self, spec: MacroSpec):
+    def __init__(self, spec: MacroSpec, resolutions: Sequence[int] | None = None):
+        res = tuple(int(r) for r in (resolutions if resolutions is not None else RESOLUTION_CHOICES))
+        bad = [r for r in res if r not in RESOLUTION_CHOICES]
+        if not res or bad:
+            raise EncodingError(f"{type(self).__name__}: resolutions {list(res)} must be a non-empty subset of {list(RESOLUTION_CHOICES)}")
         self.spec = spec
         self._layout = _Layout(spec)
         lay = self._layout
         self.units = tuple(
             UnitSpec(self._unit_name(u), lay.unit_depths[u], LAYER_CHOICES) for u in range(len(spec.unit_stages))
         )
-        self.global_choices = {"r": RESOLUTION_CHOICES}
+        self.global_choices = {"r": tuple(sorted(set(res)))}
         self.features = (
             FeatureSpec("unit", "positional", tuple(range(len(self.units)))),
             FeatureSpec("layer", "positional", tuple(range(max(lay.unit_slots)))),
@@ -217,7 +223,7 @@ class MBConvMacroSpace(SearchSpace):
     def _resolution(self, obj: dict) -> int:
         if "r" not in obj:
             return self.default_globals()["r"]
-        return self._choice(obj["r"], RESOLUTION_CHOICES, "r", "resolution")
+        return self._choice(obj["r"], self.global_choices["r"], "r", "resolution")
 
     def parse(self, obj: Any) -> Arch:
         """Parse a native encoding into an :class:`~search_spaces.base.Arch`.

@@ -35,6 +35,9 @@ OFA_MBV3_W10 = MacroSpec(
 class OFAMobileNetV3Space(MBConvMacroSpace):
     """The OFA-MobileNetV3 w1.0 space (registered as ``ofa_mbv3``).
 
+    Args:
+        resolutions: input resolutions searched (default all of 192..224; ``(224,)`` fixes it).
+
     Example:
         >>> space = OFAMobileNetV3Space()
         >>> space.n_unit_configs()[0], space.format(space.sample(1)[0])["r"] in range(192, 225, 4)
@@ -44,5 +47,5 @@ class OFAMobileNetV3Space(MBConvMacroSpace):
     name = "ofa_mbv3"
     description = "OFA MobileNetV3 w1.0: 5 units x depth {2,3,4} x MBConv (e in {3,4,6}, k in {3,5,7}), resolution 192..224"
 
-    def __init__(self):
-        super().__init__(OFA_MBV3_W10)
+    def __init__(self, resolutions=None):
+        super().__init__(OFA_MBV3_W10, resolutions)
