@@ -35,11 +35,12 @@ def _plan(quick: bool) -> dict:
         return {"budgets": [20, 30], "nbg_budgets": [20, 30], "repeats": 1, "epochs": 5, "mo_budgets": [30], "mo_repeats": 1, "sizes": [50, 100], "st_repeats": 1,
                 "st_large": 1, "st_epochs": 5, "ablation_size": 60, "lr_sizes": [50], "ofa_epochs": 3, "ranker_repeats": 1, "ranker_epochs": 3,
                 "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1,
-                "effect_sizes": [50], "effect_models": 1}
+                "effect_sizes": [50], "effect_models": 1, "ofa_budgets": [20, 30], "ofa_repeats": 1}
     return {"budgets": [25, 50, 100, 200], "nbg_budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 5,
             "sizes": [50, 100, 200, 500, 1000, 2000], "st_repeats": 3, "st_large": 2, "st_epochs": 100, "ablation_size": 500,
             "lr_sizes": [100, 1000], "ofa_epochs": 100, "ranker_repeats": 2, "ranker_epochs": 200, "ranker_train": 500, "ranker_test": 5000,
-            "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2, "effect_sizes": [200, 500], "effect_models": 3}
+            "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2, "effect_sizes": [200, 500], "effect_models": 3,
+            "ofa_budgets": [50, 100, 200], "ofa_repeats": 3}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +102,24 @@ def job_search_multi(data: str, plan: dict, device: str, quick: bool = False) ->
     st = _search_settings(quick)
     out = S.run_multi(bench.space, objective, list(S.MULTI_METHODS), plan["mo_budgets"], plan["mo_repeats"], 0, st, lambda s: None)
     out.update(objectives=objective.names, budgets=plan["mo_budgets"], repeats=plan["mo_repeats"], settings=st.model_dump(mode="json"))
+    return out
+
+
+OFA_SEARCH_METHODS = ("autobuild", "predictor", "tpe", "rea", "random")
+
+
+def job_search_ofa(data: str, plan: dict, quick: bool = False) -> dict:
+    """The large-space comparison: OFA-MobileNetV3 (~2.2e19 subnets) against the ridge surrogate
+    fitted on the measured ImageNet table (evaluators/surrogate.py)."""
+    _quiet_setup()
+    from . import search as S
+
+    bench = S.load_surrogate_bench("ofa_mbv3", data)
+    objective = S.make_objective(bench, None, None)
+    st = _search_settings(quick)
+    out = S.run_single(bench.space, objective, list(OFA_SEARCH_METHODS), plan["ofa_budgets"], plan["ofa_repeats"], 0, st, lambda s: None)
+    out.update(space="ofa_mbv3", table=bench.label, target=objective.names[0], budgets=plan["ofa_budgets"], repeats=plan["ofa_repeats"],
+               seeds=list(range(plan["ofa_repeats"])), settings=st.model_dump(mode="json"), **bench.info)
     return out
 
 
@@ -272,6 +291,29 @@ def md_search_nbg(results: dict) -> str:
                    for b in budgets]
             lines.append(f"| {m} | " + " | ".join(row) + " |")
         lines += ["", verdict_single(res), ""]
+    return "\n".join(lines)
+
+
+def md_search_ofa(res: dict) -> str:
+    """The surrogate benchmark: what the oracle is, how well it fits, then the usual table."""
+    budgets = [str(b) for b in res["budgets"]]
+    sur = res["surrogate"]
+    cv = sur["cv"]
+    lines = ["## Search in a space too large to tabulate (OFA-MobileNetV3, surrogate oracle)", "",
+             _how(f"autobuild bench search --surrogate ofa_mbv3 --data $AUTOBUILD_DATA_DIR --methods {','.join(res['methods'])} "
+                  f"--budgets {','.join(budgets)} --repeats {res['repeats']} --seed 0 --json docs/results/search_ofa_mbv3_surrogate.json"), "",
+             f"Objective: the **predicted** ImageNet top-1 (%) of a ridge surrogate on one-hot OFA features, fitted on the "
+             f"{sur['n_train']} measured subnets (as NAS-Bench-301 does; evaluators/surrogate.py). Space: {sur['space_size']:,} subnets "
+             f"(7371^5, resolution 224). Surrogate fit, nested {cv['folds']}-fold CV: Spearman {cv['spearman']:.3f}, Kendall {cv['kendall']:.3f}, "
+             f"RMSE {cv['rmse']:.3f} points (table std {cv['table_std']:.2f}), R² {cv['r2']:.3f}. Optimum of the surrogate {sur['optimum']:.2f} "
+             f"(exact: the model is additive); best measured subnet {sur['table_best_measured']:.2f}. Mean ± std over {res['repeats']} repeats "
+             "of the best predicted top-1 found, (regret to the surrogate's optimum), [evaluations used].", "",
+             "| method | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for m, cells in res["methods"].items():
+        row = [f"{_f(cells[b]['best_mean'], 2)} ± {_f(cells[b]['best_std'], 2)} ({_f(cells[b]['regret_mean'], 2)}) [{cells[b]['evaluations_used']:.0f}]"
+               for b in budgets]
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    lines += ["", verdict_single(res), ""]
     return "\n".join(lines)
 
 
@@ -489,7 +531,8 @@ def md_train(res: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 JSON_NAMES = {**{f"nbg_{d}": f"search_nasbench_graph_{d}" for d in NBG_DATASETS}, "search": "search_nb201", "mo_2080ti_1": "search_nb201_mo_2080ti_1", "mo_pixel3": "search_nb201_mo_pixel3",
               "size": "studies_size", "lr": "studies_lr", "ablation": "studies_ablation", "ofa": "studies_ofa", "ranker": "ranker_nb201_paper_settings",
-              "motifs": "motifs", "train": "train_cpu", "transnas": "transnas", "effects": "studies_effects"}
+              "motifs": "motifs", "train": "train_cpu", "transnas": "transnas", "effects": "studies_effects",
+              "ofa_search": "search_ofa_mbv3_surrogate"}
 
 
 def _load_results(out: Path):
@@ -543,6 +586,7 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
             skipped["nb201"] = f"NAS-Bench-201 table {data / NB201} not found: search, ranker, size, lr and ablation sections skipped"
         if have_ofa:
             tasks.append(("ofa", job_studies, (str(data), plan, "ofa")))
+            tasks.append(("ofa_search", job_search_ofa, (str(data), plan, quick)))
         else:
             skipped["ofa"] = f"OFA-MobileNetV3 table {data / OFA} not found"
         tasks += [(f"nbg_{d}", job_search_nbg, (plan, d, quick)) for d in NBG_DATASETS]
@@ -552,7 +596,7 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
             tasks.append(("transnas", job_transnas, (str(data), quick)))
         else:
             skipped["transnas"] = f"TransNAS-Bench-101 file {data / TRANSNAS} not found"
-        order = ["search", "size", "transnas", "mo_2080ti_1", "mo_pixel3", "ablation", "ofa", "lr", "ranker"] + [f"nbg_{d}" for d in NBG_DATASETS]  # longest first
+        order = ["search", "ofa_search", "size", "transnas", "mo_2080ti_1", "mo_pixel3", "ablation", "ofa", "lr", "ranker"] + [f"nbg_{d}" for d in NBG_DATASETS]  # longest first
         tasks.sort(key=lambda t: order.index(t[0]) if t[0] in order else len(order))
         if only:
             tasks = [t for t in tasks if t[0] in only]
@@ -593,6 +637,8 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
     nbg = {f"nbg_{d}": res[f"nbg_{d}"] for d in NBG_DATASETS if f"nbg_{d}" in res}
     if nbg:
         parts.append(md_search_nbg(nbg))
+    if "ofa_search" in res:
+        parts += [md_search_ofa(res["ofa_search"]), note("ofa_search")]
     mo = {d: res[f"mo_{d}"] for d in MO_DEVICES if f"mo_{d}" in res}
     if mo:
         parts.append(md_multi(mo, out))
