@@ -45,5 +45,9 @@ def test_bench_all_quick(shared_dir, tmp_path):
     if (data / "ofa_mbv3_imagenet" / "ofa_mbv3_w10_top1.jsonl").is_file():
         assert "## OFA-MobileNetV3 on ImageNet" in md
         assert (out / "studies_ofa_values.png").is_file()
+        assert "## Search in a space too large to tabulate (OFA-MobileNetV3, surrogate oracle)" in md
+        ofa = json.loads((out / "search_ofa_mbv3_surrogate.json").read_text())
+        assert ofa["optimum"] == pytest.approx(ofa["surrogate"]["optimum"])
+        assert ofa["methods"]["autobuild"]["20"]["evaluations_used"] == 20
     else:
         assert "OFA-MobileNetV3 table" in md  # the skip note

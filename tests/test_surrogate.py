@@ -90,15 +90,15 @@ def test_bench_search_surrogate_through_the_driver(data_dir, tmp_path):
 
     out = tmp_path / "ofa.json"
     rc = main(["bench", "search", "--surrogate", "ofa_mbv3", "--data", str(data_dir), "--methods", "autobuild,random",
-               "--budgets", "24", "--repeats", "1", "--quiet", "--json", str(out),
+               "--budgets", "20", "--repeats", "1", "--quiet", "--json", str(out),
                "--set", "search.options={ensemble: 1, graph_passes: 100, epochs_min: 2, epochs_max: 3}", "--set", "train.epochs=3"])
     assert rc == 0
     res = json.loads(out.read_text())
     sur = res["surrogate"]
     assert res["optimum"] == pytest.approx(sur["optimum"]) and sur["space_size"] == 7371 ** 5
     for m in ("autobuild", "random"):
-        cell = res["methods"][m]["24"]
-        assert cell["evaluations_used"] == 24
+        cell = res["methods"][m]["20"]
+        assert cell["evaluations_used"] == 20
         assert 60 < cell["best_mean"] <= res["optimum"] + 1e-9
 
 
