@@ -67,6 +67,11 @@ def test_other_resolutions_fail_with_a_reason(surrogate):
     assert not rec.ok and "resolution 224" in rec.error
     with pytest.raises(EncodingError):
         surrogate.space.parse({**full.format(arch)})
+    from search_spaces.ofa_mbv3 import OFAMobileNetV3Space
+
+    assert full.size() == 9 * surrogate.space.size()
+    with pytest.raises(EncodingError, match="subset of"):
+        OFAMobileNetV3Space(resolutions=(100,))
 
 
 def test_optimum_is_exact(surrogate):
