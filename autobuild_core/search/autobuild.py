@@ -55,9 +55,9 @@ class IterativeSettings(BaseModel):
     pool_parents: int = Field(10, ge=1, description="best evaluated architectures whose one-edit neighbours enter the pool "
                               "(for two objectives: non-dominated first)")
     pool_mutations: int = Field(400, ge=0, description="cap on the neighbours in the pool (sampled when more)")
-    pool_units: int = Field(400, ge=0, description="pool share drawn from the unit-score-pruned space "
+    pool_units: int = Field(200, ge=0, description="pool share drawn from the unit-score-pruned space "
                             "(predictor: drawn uniformly instead)")
-    pool_random: int = Field(200, ge=0, description="pool share drawn uniformly from the domain")
+    pool_random: int = Field(400, ge=0, description="pool share drawn uniformly from the domain")
     keep_exponent: float = Field(0.5, gt=0, le=1, description="the pruned space keeps the top ceil(n_u ** keep_exponent) "
                                  "configurations of unit u (all global choices are kept)")
     unit_scoring: Literal["paper", "marginal"] = Field("paper", description="score_units method")
