@@ -2,7 +2,7 @@
 
 Starts `autobuild serve` on loopback (free ports, its own home), triggers a tiny quickstart run
 with `autobuild trigger --wait`, then headless Chromium writes into ``--out`` (default docs/img):
-the MLflow runs view, the ranker run's charts, the Prefect flow run with its graph, and the
+the MLflow runs view, the search run's charts, the Prefect flow run with its graph, and the
 report. Everything it started is stopped at the end (`autobuild serve --stop`).
 
     python docs/screenshots.py [--out docs/img]
@@ -119,8 +119,8 @@ class Served:
         from mlflow import MlflowClient
 
         exp, parent = summary["mlflow_experiment_id"], summary["mlflow_run_id"]
-        runs = MlflowClient(tracking_uri=self.mlflow).search_runs(
-            [exp], filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.mlflow.runName = 'ranker'")
+        runs = MlflowClient(tracking_uri=self.mlflow).search_runs(  # the search: one point per evaluation
+            [exp], filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.mlflow.runName LIKE 'search-%'")
         charts = runs[0].info.run_id if runs else parent
         return {
             "mlflow_runs.png": f"{self.mlflow}/#/experiments/{exp}/runs",

@@ -111,7 +111,7 @@ def test_screenshots_of_a_served_run(served_run):
     for name, path in served_run["shots"].items():
         img = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
         assert img.shape[:2] == ss.SHOTS[name][::-1], name
-        assert path.stat().st_size > 20_000 and img.std() > 20, f"{name} is (nearly) blank"
+        assert path.stat().st_size > 20_000 and img.std() > 10, f"{name} is (nearly) blank"
         # not one colour over most of the picture (a page that did not render)
         flat = np.unique(img.reshape(-1, 3) // 8, axis=0, return_counts=True)[1].max() / (img.shape[0] * img.shape[1])
         assert flat < 0.9, f"{name}: {flat:.0%} of the pixels share one colour"
