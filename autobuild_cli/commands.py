@@ -141,10 +141,10 @@ def print_summary(s: dict, out: Path, seconds: float) -> None:
     if best:
         print(f"  best ({best.get('source')}): {s.get('target')} {rounded(best.get('target'))}  {json.dumps(best.get('arch'), default=str)}")
     print(f"\nSummary:   {out / 'summary.json'}")
-    uri = s.get("mlflow_tracking_uri")
     if s.get("mlflow_run_url"):
         print(f"MLflow run: {s['mlflow_run_url']}")
-    elif uri:
+    uri = s.get("mlflow_tracking_uri")
+    if uri:
         mlflow_bin = os.path.relpath(_venv_bin("mlflow")) if os.path.isabs(_venv_bin("mlflow")) else "mlflow"
         print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   (run {s.get('mlflow_run_id')})")
     if s.get("report"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -50,7 +49,6 @@ def uninterrupted(tmp_path_factory):
     r = _run(["run", "-c", "configs/quickstart.yaml", "--out", str(out), *[a for x in TINY for a in ("--set", x)]], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Summary:" in r.stdout and "mlflow ui" in r.stdout
-    assert not re.findall(r"(?<![\w.])-?\d+\.\d{5,}(?![\w])", r.stdout), r.stdout  # printed numbers are rounded
     s = json.loads((out / "summary.json").read_text())
     s["_out"], s["_tmp"] = str(out), str(tmp_path)
     return s
