@@ -120,11 +120,11 @@ def cmd_run(args) -> int:
         print(f"autobuild: run failed: {err}", file=sys.stderr)
         print(f"Summary: {summary_path}", file=sys.stderr)
         return 1
-    _print_summary(summary, out, time.perf_counter() - t0)
+    print_summary(summary, out, time.perf_counter() - t0)
     return 0
 
 
-def _print_summary(s: dict, out: Path, seconds: float) -> None:
+def print_summary(s: dict, out: Path, seconds: float) -> None:
     from tasks.report import rounded
 
     ev = s.get("evaluations", {})
@@ -141,6 +141,8 @@ def _print_summary(s: dict, out: Path, seconds: float) -> None:
     if best:
         print(f"  best ({best.get('source')}): {s.get('target')} {rounded(best.get('target'))}  {json.dumps(best.get('arch'), default=str)}")
     print(f"\nSummary:   {out / 'summary.json'}")
+    if s.get("mlflow_run_url"):
+        print(f"MLflow run: {s['mlflow_run_url']}")
     uri = s.get("mlflow_tracking_uri")
     if uri:
         mlflow_bin = os.path.relpath(_venv_bin("mlflow")) if os.path.isabs(_venv_bin("mlflow")) else "mlflow"
@@ -238,7 +240,7 @@ def cmd_serve(args) -> int:
     pids: dict[str, int] = {}
     try:
         srv = _spawn([_venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(args.prefect_port)],
-                     home / "prefect-server.log", dict(env, PREFECT_API_URL=""))
+                     home / "prefect-server.log", dict(env, PREFECT_API_URL="", PREFECT_SERVER_UI_API_URL=api))
         pids["prefect_server"] = srv.pid
         mlf = _spawn([_venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(args.mlflow_port),
                       "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "mlartifacts"),
@@ -363,5 +365,11 @@ def cmd_trigger(args) -> int:
     print(f"flow run {fr.id} ({fr.name}) for {args.deployment}: {fr.state.name if fr.state else 'scheduled'}")
     print(f"  {url.rstrip('/').removesuffix('/api')}/runs/flow-run/{fr.id}")
     if args.wait:
-        return 0 if fr.state is not None and fr.state.is_completed() else 1
+        ok = fr.state is not None and fr.state.is_completed()
+        run_dir = Path(str(params.get("run_dir") or ""))
+        if ok and (run_dir / "summary.json").is_file():  # a worker on this machine: show the outcome as `autobuild run` does
+            start, end = fr.start_time, fr.end_time
+            print_summary(json.loads((run_dir / "summary.json").read_text()), run_dir,
+                          (end - start).total_seconds() if start and end else 0.0)
+        return 0 if ok else 1
     return 0

@@ -20,7 +20,15 @@ from tasks.evaluation import evaluate_chunk, evaluate_remote, lookup_records, ma
 from tasks.layout import RunLayout
 
 
-@flow(name="evaluate-batch", flow_run_name="evaluate-{space}", validate_parameters=True)
+def batch_run_name() -> str:
+    """Flow-run name of a batch: ``evaluate-<number of architectures>-<space>``."""
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters or {}
+    return f"evaluate-{len(p.get('archs') or [])}-{p.get('space', 'space')}"
+
+
+@flow(name="evaluate-batch", flow_run_name=batch_run_name, validate_parameters=True)
 def evaluate_batch(
     space: str,
     archs: list,

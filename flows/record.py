@@ -19,7 +19,7 @@ from tasks.config import RunConfig
 from tasks.layout import RunLayout, write_json_atomic
 from tasks.report import rounded
 
-from .tracking import Tracker, plot_hops, plot_search, plot_training, plot_unit_scores
+from .tracking import Tracker, mlflow_run_url, plot_hops, plot_search, plot_training, plot_unit_scores
 
 
 def _flow_run_id() -> str | None:
@@ -53,7 +53,9 @@ class RunRecorder:
             "status": "running", "name": cfg.name, "space": cfg.space, "target": cfg.target,
             "evaluator": {"kind": cfg.evaluator.kind, "settings": cfg.evaluator.settings}, "search_method": cfg.search.method,
             "budget": cfg.search.budget, "run_dir": str(layout.root), "mlflow_run_id": self.parent.run_id,
-            "mlflow_tracking_uri": self.tracker.uri if self.tracker.enabled else None, "prefect_flow_run_id": _flow_run_id(),
+            "mlflow_tracking_uri": self.tracker.uri if self.tracker.enabled else None, "mlflow_experiment_id": self.tracker.experiment_id,
+            "mlflow_run_url": mlflow_run_url(self.tracker.uri, self.tracker.experiment_id, self.parent.run_id) if self.tracker.enabled else None,
+            "prefect_flow_run_id": _flow_run_id(),
             "stage_seconds": self.times, "stages": {},
         }
         self.evals = None
@@ -95,12 +97,13 @@ class RunRecorder:
             if p:
                 child.artifact(p, "plots")
         version = child.register(f"autobuild-ranker-{self.cfg.space}", "ranker", description=f"AutoBuild ranker for {self.cfg.space}, target {self.cfg.target}",
-                                 tags={"heldout_spearman": round(info["pred_spearman"], 4), "run_dir": str(self.layout.root)})
+                                 tags={"heldout_spearman": rounded(info["pred_spearman"]), "run_dir": str(self.layout.root)})
         child.end()
         self.used("ranker", rdir)
         self.summary["ranker"] = {"heldout_spearman": info["pred_spearman"], "spearman_on": info["spearman_on"],
                                   "hop_spearman": info["hop_spearman"], "best_epoch": info.get("best_epoch"),
-                                  "n_train": info["n_train"], "model_version": version, "path": str(rdir / "ranker")}
+                                  "n_train": info["n_train"], "target_range": info.get("target_range"), "model_version": version,
+                                  "path": str(rdir / "ranker")}
 
     def scores(self, scores, importance, sdir: Path) -> None:
         child = self.tracker.start("scoring", parent=self.parent)
@@ -241,21 +244,29 @@ class RunRecorder:
         p.end("FAILED" if failed else "FINISHED")
 
     def _log_outcome(self) -> None:
+        """The outcome in a few lines at the end of the flow run's log (numbers rounded)."""
         s = self.summary
         best = s.get("best") or {}
-        self.log.info("run %s %s in %.1f s: %s", s["name"], s["status"], self.times.get("total", 0.0), s.get("evaluations"))
+        ev = s.get("evaluations") or {}
+        self.log.info("run %s %s in %.1f s: %s evaluations (%s new, %s reused, %s failed)", s["name"], s["status"],
+                      self.times.get("total", 0.0), ev.get("total", 0), ev.get("new", 0), ev.get("reused", 0), ev.get("failed", 0))
         if best:
-            self.log.info("best %s = %s: %s", self.cfg.target, rounded(best.get("target")), json.dumps(best.get("arch"), default=str))
-            self.log.info("its metrics: %s", rounded(best.get("metrics")))
+            self.log.info("best architecture (%s): %s = %s, %s", best.get("source"), self.cfg.target, rounded(best.get("target")),
+                          json.dumps(best.get("arch"), default=str))
+            self.log.info("its metrics: %s", json.dumps(rounded(best.get("metrics")), default=str))
         for b in s.get("built") or []:
-            self.log.info("built: %s -> %s", json.dumps(b["arch"], default=str), rounded(b.get("values")))
-        if s.get("mlflow_run_id"):
-            self.log.info("MLflow run %s at %s", s["mlflow_run_id"], s.get("mlflow_tracking_uri"))
+            self.log.info("built architecture: %s -> %s", json.dumps(b["arch"], default=str), rounded(b.get("values")))
+        if s.get("mlflow_run_url"):
+            self.log.info("MLflow run: %s", s["mlflow_run_url"])
+        elif s.get("mlflow_run_id"):
+            self.log.info("MLflow run %s in %s (browse it with `mlflow ui --backend-store-uri %s`)", s["mlflow_run_id"],
+                          s.get("mlflow_tracking_uri"), s.get("mlflow_tracking_uri"))
         if s.get("report"):
             self.log.info("report: %s", s["report"])
 
     def _prefect_artifacts(self) -> None:
-        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+        """Markdown artifacts of the flow run: the summary, and the winners with every metric (rounded)."""
+        from prefect.artifacts import create_markdown_artifact
 
         s = self.summary
         ev, rk, best = s.get("evaluations") or {}, s.get("ranker") or {}, s.get("best") or {}
@@ -266,18 +277,35 @@ class RunRecorder:
             f"- evaluations: {ev.get('total', 0)} total, {ev.get('new', 0)} new, {ev.get('reused', 0)} reused, {ev.get('failed', 0)} failed",
         ]
         if rk:
-            lines.append(f"- ranker held-out Spearman {rk.get('heldout_spearman', float('nan')):.3f} ({rk.get('spearman_on')})")
+            lines.append(f"- ranker held-out Spearman {rounded(rk.get('heldout_spearman'))} ({rk.get('spearman_on')})")
         if best:
             lines.append(f"- best {s.get('target')} **{rounded(best.get('target'))}**: `{json.dumps(best.get('arch'), default=str)}`")
+            lines.append(f"- its metrics: `{json.dumps(rounded(best.get('metrics')), default=str)}`")
+        for b in s.get("built") or []:
+            lines.append(f"- built: `{json.dumps(b['arch'], default=str)}` -> {rounded(b.get('values'))}")
         if s.get("error"):
             lines.append(f"- error: {s['error']}")
-        lines += [f"- run directory: `{s.get('run_dir')}`; MLflow run `{s.get('mlflow_run_id')}`", "",
+        mlflow = f"[{s.get('mlflow_run_id')}]({s['mlflow_run_url']})" if s.get("mlflow_run_url") else f"`{s.get('mlflow_run_id')}`"
+        lines += [f"- run directory: `{s.get('run_dir')}`; MLflow run {mlflow}; report `{s.get('report')}`", "",
                   "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in self.times.items()]
         try:
             create_markdown_artifact("\n".join(lines), key="autobuild-summary", description="AutoBuild run summary")
-            rows = [{"rank": w["rank"], "arch": json.dumps(w["arch"], default=str), **rounded(w.get("metrics") or {})}
-                    for w in s.get("winners", [])]
-            if rows:
-                create_table_artifact(rows, key="autobuild-winners", description="Winners re-evaluated with the final protocol")
+            winners = s.get("winners") or []
+            if winners:
+                create_markdown_artifact(winners_markdown(winners, s.get("target")), key="autobuild-winners",
+                                         description="Winners re-evaluated with the final protocol")
         except Exception:  # artifacts are a convenience; never fail the run for them
             pass
+
+
+def winners_markdown(winners: list[dict], target: str | None) -> str:
+    """The winners as a Markdown table: rank, target, every final metric (rounded), architecture."""
+    keys = list(dict.fromkeys(k for w in winners for k in (w.get("metrics") or {})))
+    head = ["rank", str(target or "target"), *keys, "architecture"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for w in winners:
+        m = rounded(w.get("metrics") or {})
+        cells = [str(w["rank"]), str(rounded(w.get("target")))] + ["" if m.get(k) is None else str(m[k]) for k in keys]
+        cells.append(f"`{json.dumps(w['arch'], default=str)}`" if w.get("metrics") else f"`{json.dumps(w['arch'], default=str)}` ({w.get('error')})")
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "# Winners (final protocol)\n\n" + "\n".join(rows)

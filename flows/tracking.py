@@ -29,6 +29,14 @@ def default_tracking_uri(run_dir: str | os.PathLike) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
 
 
+def mlflow_run_url(tracking_uri: str | None, experiment_id: str | None, run_id: str | None) -> str | None:
+    """The MLflow UI address of a run on an http(s) tracking server; None for a local store (no UI
+    serves it until `mlflow ui` is started on it)."""
+    if not (tracking_uri and experiment_id and run_id) or not tracking_uri.startswith(("http://", "https://")):
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def check_reachable(uri: str, timeout_s: float) -> None:
     """Raise ConfigError if an http(s) tracking server does not answer ``/health`` in time."""
     if not uri.startswith(("http://", "https://")):

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 TOP_CONFIGS = 8  # unit configurations listed per unit
+LOW_SPEARMAN = 0.3  # a read-out resting on a rank correlation below this is flagged as not to be trusted
 _DPI = 100
 
 _CSS = """
@@ -51,12 +52,30 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px; word-break: break-all; }
 img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 .note { background: #fff7e0; border-left: 4px solid #e0a800; padding: 6px 10px; font-size: 13px; margin: 6px 0; }
+.trust { background: #eef4fb; border-left: 4px solid #4477aa; padding: 6px 10px; font-size: 13px; margin: 6px 0; }
+.warn { background: #fdecea; border-left: 4px solid #c62828; padding: 6px 10px; font-size: 13px; margin: 6px 0; font-weight: 600; }
 .error { background: #fdecea; border-left: 4px solid #c62828; padding: 6px 10px; font-size: 13px; margin: 6px 0; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px 28px; }
 .grid > div { flex: 0 1 auto; }
 .kv th { width: 190px; }
 footer { color: #666; font-size: 12px; padding: 0 32px 24px 32px; }
 """
+
+
+def rounded(v: Any, digits: int = 4) -> Any:
+    """``v`` with every float rounded for text a person reads: ``digits`` significant digits and at
+    most ``digits`` decimals (79.33333333 -> 79.33, 0.123456 -> 0.1235). Dicts, lists and tuples are
+    rounded element-wise; everything else is returned unchanged. Raw values stay in JSON/CSV files."""
+    if isinstance(v, (float, np.floating)) and not isinstance(v, bool):
+        f = float(v)
+        if not math.isfinite(f) or f == 0:
+            return f
+        return float(f"{f:.{digits}g}") if abs(f) >= 1 else round(f, digits)
+    if isinstance(v, dict):
+        return {k: rounded(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [rounded(x, digits) for x in v]
+    return v
 
 
 # ---- small HTML helpers ------------------------------------------------------------------------
@@ -79,12 +98,13 @@ def _fmt(v: Any, digits: int = 4) -> str:
             return str(f)
         if f != 0 and (abs(f) >= 1e6 or abs(f) < 10 ** -digits):
             return f"{f:.{digits}g}"
-        return f"{f:.{digits}f}".rstrip("0").rstrip(".")
+        text = repr(rounded(f, digits))
+        return text[:-2] if text.endswith(".0") else text
     return str(v)
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, default=str, sort_keys=isinstance(obj, dict))
+    return json.dumps(rounded(obj), default=str, sort_keys=isinstance(obj, dict))
 
 
 def _note(text: str) -> str:
@@ -143,17 +163,6 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def rounded(v: Any, digits: int = 4) -> Any:
-    """``v`` with every float rounded to ``digits`` significant decimals, for text a person reads."""
-    if isinstance(v, float):
-        return v if not math.isfinite(v) else float(f"{v:.{digits}g}") if abs(v) >= 1 else round(v, digits)
-    if isinstance(v, dict):
-        return {k: rounded(x, digits) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [rounded(x, digits) for x in v]
-    return v
-
-
 @dataclass
 class RunData:
     """Everything the report draws from, loaded leniently (None / empty when absent)."""
@@ -163,7 +172,8 @@ class RunData:
     config: dict = field(default_factory=dict)
     ranker_dir: Path | None = None
     ranker_info: dict = field(default_factory=dict)
-    scores: pd.DataFrame | None = None
+    scores: pd.DataFrame | None = None  # unit scores as shown: clipped to the measured target range
+    n_clipped: int = 0  # unit scores outside the measured target range (unit_scores.csv keeps them raw)
     importance: pd.DataFrame | None = None
     importance_source: str = ""
     effects: pd.DataFrame | None = None
@@ -201,6 +211,22 @@ class RunData:
         target = self.summary.get("target") or self.config.get("target")
         return [{"expr": str(target), "direction": "maximize"}] if target else []
 
+    def ranker_spearman(self) -> tuple[float | None, str]:
+        """The ranker's held-out Spearman and what it was measured on."""
+        rk = self.summary.get("ranker") or {}
+        v = rk.get("heldout_spearman", self.ranker_info.get("pred_spearman"))
+        on = rk.get("spearman_on") or self.ranker_info.get("spearman_on") or "unknown"
+        return (None if v is None else float(v)), str(on)
+
+    def hop_spearman(self) -> list:
+        rk = self.summary.get("ranker") or {}
+        return [float(h) for h in (rk.get("hop_spearman") or self.ranker_info.get("hop_spearman") or [])]
+
+    def target_range(self) -> tuple[float, float] | None:
+        """(min, max) of the target the ranker was trained on (oriented so larger is better)."""
+        r = self.ranker_info.get("target_range") or (self.summary.get("ranker") or {}).get("target_range")
+        return (float(r[0]), float(r[1])) if r and len(r) == 2 else None
+
     def history(self) -> list:
         """Training history: the stage's info.json first, else the ranker's own ranker.json."""
         hist = self.ranker_info.get("history")
@@ -230,6 +256,11 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
     if sdir is not None:
         if (sdir / "unit_scores.csv").is_file():
             data.scores = pd.read_csv(sdir / "unit_scores.csv")
+            rng = data.target_range()
+            if rng is not None and len(data.scores):
+                raw = data.scores["score"].astype(float)
+                data.n_clipped = int(((raw < rng[0]) | (raw > rng[1])).sum())
+                data.scores["score"] = raw.clip(rng[0], rng[1])
         if (sdir / "importance.csv").is_file():
             data.importance = pd.read_csv(sdir / "importance.csv")
             data.importance_source = "importance.csv of the scoring stage"
@@ -246,6 +277,28 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
     if isinstance(s, dict) and isinstance(s.get("history"), list):
         data.searches["run"] = s
     return data
+
+
+# ---- how far to trust a read-out ------------------------------------------------------------
+
+
+def _trust(d: RunData, what: str, spearman: float | None = None, of: str = "the ranker's prediction") -> str:
+    """One line stating the rank correlation ``what`` rests on, and a visible warning when it is
+    below :data:`LOW_SPEARMAN` (or unknown). Default: the ranker's held-out Spearman."""
+    on = None
+    if spearman is None:
+        spearman, on = d.ranker_spearman()
+    where = f" on its {on} set" if on else ""
+    if spearman is None:
+        return (f'<p class="warn">{_e(what)} rests on the ranker, whose held-out Spearman is unknown '
+                "(no ranker stage recorded): do not rely on it.</p>")
+    text = f"{what} rests on {of}: Spearman {_fmt(spearman, 2)}{where}"
+    if on == "training":
+        return f'<p class="warn">{_e(text)}. Measured on the training set (no validation split), so it overstates the trust.</p>'
+    if spearman < LOW_SPEARMAN:
+        return (f'<p class="warn">Low trust: {_e(text)}, below {LOW_SPEARMAN}. The ranking shown is close to noise: '
+                "do not act on it; evaluate more seeds or train longer.</p>")
+    return f'<p class="trust">{_e(text)} (1 = perfect ranking, 0 = none; warned below {LOW_SPEARMAN}).</p>'
 
 
 # ---- sections ---------------------------------------------------------------------------------
@@ -294,9 +347,12 @@ def _overview(d: RunData) -> str:
     else:
         grid.append("<h3>Evaluations</h3>" + _note("No evaluation counts in summary.json."))
     if rk:
+        rng = d.target_range()
         grid.append("<h3>Ranker</h3>" + _kv([("Spearman (prediction)", rk.get("heldout_spearman")),
                                               ("measured on", rk.get("spearman_on", "–")),
-                                              ("training architectures", rk.get("n_train"))]))
+                                              ("training architectures", rk.get("n_train")),
+                                              ("measured target range", "–" if rng is None else f"{_fmt(rng[0])} to {_fmt(rng[1])}")])
+                    + _trust(d, "Everything the report derives from the ranker"))
     if d.pruned:
         grid.append("<h3>Pruned space</h3>" + _kv([("size", d.pruned.get("size")), ("k per unit", _json(d.pruned.get("k")))]))
     out.append('<div class="grid">' + "".join(f"<div>{g}</div>" for g in grid) + "</div>")
@@ -380,7 +436,7 @@ def _effects(d: RunData) -> str:
         ax.tick_params(axis="x", labelsize=8)
     for ax in axes[n:]:
         ax.set_visible(False)
-    parts = [note, _img(fig, "Feature-value effects with intervals")]
+    parts = [_trust(d, "This chart"), note, _img(fig, "Feature-value effects with intervals")]
     cols_ = [c for c in ("feature", "group", "value", "effect", "ci_low", "ci_high", "sign", "sign_agreement", "rank", "n_models") if c in eff.columns]
     rows = [[r[c] for c in cols_] for _, r in eff[cols_].iterrows()]
     parts.append("<details><summary>All feature values</summary>"
@@ -428,7 +484,7 @@ def _importance(d: RunData) -> str:
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.suptitle(FE_MLP_LABEL, fontsize=10)
-    parts = [note, _img(fig, FE_MLP_LABEL)]
+    parts = [_trust(d, "This chart"), note, _img(fig, FE_MLP_LABEL)]
     cols_ = [c for c in ("feature", "kind", "value", "score", "count", "spread") if c in imp.columns]
     rows = [[r[c] for c in cols_] for _, r in imp[cols_].iterrows()]
     parts.append("<details><summary>All feature values</summary>"
@@ -449,8 +505,19 @@ def _unit_configs(d: RunData) -> str:
         return _note("No unit scores: the scoring stage did not run or its unit_scores.csv is missing.")
     names = _unit_names(sc)
     units = sorted(names)
-    out = [f"<p>{len(sc):,} unit configurations scored; the top {TOP_CONFIGS} of each unit by score (target units), "
-           "with the prediction hop that covers the unit.</p>"]
+    method = str(sc["method"].iloc[0]) if "method" in sc and len(sc) else "paper"
+    hops = d.hop_spearman()
+    by_hop = method != "marginal" and "hop" in sc and bool(hops)
+    out = [f"<p>{len(sc):,} unit configurations scored ({_e(method)} method); the top {TOP_CONFIGS} of each unit by score, "
+           "the ranker's estimate of the target in its units, with the prediction hop that covers the unit.</p>",
+           _trust(d, "The ranker behind these scores")]
+    rng = d.target_range()
+    if rng is None:
+        out.append(_note("The measured range of the target is not recorded with this ranker, so scores are shown unclipped: "
+                         "they may lie outside anything measured."))
+    else:
+        out.append(f"<p>Scores are kept within the measured target range, {_e(_fmt(rng[0]))} to {_e(_fmt(rng[1]))}: "
+                   f"{d.n_clipped:,} of {len(sc):,} lay outside it and are shown at its edge (raw values stay in unit_scores.csv).</p>")
     fig = _figure(max(5.0, 1.3 * len(units) + 1.5), 3.6)
     ax = fig.subplots()
     data = [sc.loc[sc["unit"] == u, "score"].to_numpy(dtype=float) for u in units]
@@ -463,7 +530,7 @@ def _unit_configs(d: RunData) -> str:
         if len(arr):
             ax.scatter([i], [arr.max()], marker="*", color="#cc6633", zorder=3, s=60)
     ax.set_xticks(range(1, len(units) + 1), [f"{names[u]}\n(n={len(a)})" for u, a in zip(units, data)], fontsize=8)
-    ax.set_ylabel("score (target units)")
+    ax.set_ylabel("score (target units, measured range)" if rng is not None else "score (target units)")
     ax.set_title("score distribution per unit (star: top configuration)")
     out.append(_img(fig, "unit configuration score distributions"))
     blocks = []
@@ -472,7 +539,13 @@ def _unit_configs(d: RunData) -> str:
         label_col = "label" if "label" in sub else "config"
         rows = [(int(r["rank"]) if "rank" in sub else i + 1, r[label_col], int(r["depth"]) if "depth" in sub else None,
                  int(r["hop"]) if "hop" in sub else None, float(r["score"])) for i, (_, r) in enumerate(sub.iterrows())]
-        blocks.append(f"<div><h3>{_e(names[u])}</h3>"
+        if by_hop:
+            used = sorted({int(h) for h in sc.loc[sc["unit"] == u, "hop"] if 0 <= int(h) < len(hops)})
+            worst = min(used, key=lambda h: hops[h]) if used else None
+            trust = "" if worst is None else _trust(d, f"{names[u]}'s scores", hops[worst], of=f"hop {worst}'s embedding norm")
+        else:
+            trust = ""
+        blocks.append(f"<div><h3>{_e(names[u])}</h3>{trust}"
                       + _table(["rank", "configuration", "depth", "hop", "score"], rows, [True, False, True, True, True]) + "</div>")
     out.append('<div class="grid">' + "".join(blocks) + "</div>")
     return "".join(out)
@@ -505,8 +578,11 @@ def _hop_spearman(d: RunData) -> str:
     ax.set_ylim(low - 0.1 if low < 0 else 0.0, 1.05)
     ax.set_title("per-hop Spearman")
     tbl = _table(["hop", "Spearman"], [(i, h) for i, h in enumerate(hops)] + [("prediction", pred)], [False, True])
+    low_hops = [i for i, h in enumerate(hops) if h < LOW_SPEARMAN]
+    warn = (f'<p class="warn">Hop(s) {", ".join(map(str, low_hops))} rank the architectures with Spearman below {LOW_SPEARMAN}: '
+            "unit scores read at those hops are not to be trusted.</p>") if low_hops else ""
     return (f"<p>Measured on: {_e(on)}. Hop m's score is the L1 norm of the graph embedding after m message-passing "
-            f"layers; its rank correlation with the target is what makes unit scores meaningful.</p>"
+            f"layers; its rank correlation with the target is what makes unit scores meaningful.</p>{warn}"
             f'<div class="grid"><div>{_img(fig, "per-hop Spearman")}</div><div>{tbl}</div></div>')
 
 
@@ -625,7 +701,7 @@ def _draw_arch(d: RunData, native: Any, title: str) -> str:
     unit_scores = {u: _config_score(d.scores, u, cfg) for u, cfg in enumerate(arch.units)}
     if any(v is not None for v in unit_scores.values()):
         values = [unit_scores.get(o) if o is not None else None for o in owner]
-        legend = "score of the node's unit configuration (target units)"
+        legend = "score of the node's unit configuration (target units, measured range)"
     elif d.ranker_dir is not None:
         with torch.no_grad():
             hs = d.trained().model.node_embeddings(graph.x_cat, graph.x_cont, graph.edge_index)
@@ -712,6 +788,7 @@ def _architecture(d: RunData) -> str:
     if d.space() is None:
         return _note("The run's search space is unknown (no summary.json or config.json), so the architecture cannot be drawn.")
     out = [] if what == "built" else [_note("No built architecture in this run; drawing the best one found instead.")]
+    out.append(_trust(d, "The node colours (unit scores)"))
     out.append(f"<p>Architecture: <code>{_e(_json(native))}</code></p>")
     if m:
         out.append(f"<p>Evaluated metrics: <code>{_e(_json(m))}</code></p>")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -68,13 +69,15 @@ def train_ranker_task(ab, cfg: RunConfig, layout: RunLayout, history: list, on_e
 
     archs, y = ab.training_set(history)
     out = layout.stage("ranker", cfg.space, cfg.ranker, cfg.train, cfg.seed, history_fingerprint(ab.space, history))
+    target_range = [float(np.min(y)), float(np.max(y))] if len(y) else None  # what unit scores may claim
     if done(out):
-        return TrainedRanker.load(out / "ranker"), dict(read_json(out / "info.json"), reused=True), out
+        info = read_json(out / "info.json")
+        return TrainedRanker.load(out / "ranker"), dict(info, target_range=info.get("target_range", target_range), reused=True), out
     _logger().info("training the ranker on %d architectures (%d epochs)", len(archs), cfg.train.epochs)
     t0 = time.perf_counter()
     trained = ab.fit_ranker(archs, y, on_epoch=on_epoch)
-    info = dict(ranker_quality(trained, archs, y), n_train=len(archs), seconds=time.perf_counter() - t0,
-                history=list(trained.history or []))
+    info = dict(ranker_quality(trained, archs, y), n_train=len(archs), target_range=target_range,
+                seconds=time.perf_counter() - t0, history=list(trained.history or []))
     write_stage(out, {"ranker": lambda d: trained.save(d), "info.json": info})
     _logger().info("ranker trained on %d archs in %.1fs: Spearman %.3f (%s)", len(archs), info["seconds"],
                    info["pred_spearman"], info["spearman_on"])

@@ -71,7 +71,7 @@ def make_run_dir(rd: Path, table: dict, n_seeds: int = 120, epochs: int = 8, bud
     trained.save(stage / "ranker")
     last = [h for h in trained.history if h.get("val_pred_spearman") is not None][-1]
     info = {"pred_spearman": last["val_pred_spearman"], "hop_spearman": last["val_hop_spearman"], "spearman_on": "validation",
-            "n_train": len(archs), "seconds": 1.0, "history": trained.history}
+            "n_train": len(archs), "target_range": [float(y.min()), float(y.max())], "seconds": 1.0, "history": trained.history}
     write_stage(stage, {"info.json": json.loads(json.dumps(info, default=float)), "ranker": lambda d: trained.save(d)})
     scores = score_units(trained, space)
     imp = fe_mlp_readout(trained, space)
@@ -235,3 +235,42 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert near((0x23, 0x32, 0x47)) > 20_000, "header background missing: CSS not applied?"
     assert near((0x44, 0x77, 0xAA)) > 5_000, "plot bars missing: embedded images not rendered?"
     shutil.copy(shot, path.parent / "report_screenshot.png")  # left beside the report for a human look
+
+
+DECIMALS_5 = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?![\w])")  # a number printed with more than 4 decimals
+
+
+def _visible_text(html_text: str) -> str:
+    """The report without its CSS and embedded images: what a reader sees."""
+    return re.sub(r"<style>.*?</style>|src=\"data:[^\"]*\"", "", html_text, flags=re.S)
+
+
+def test_report_numbers_are_rounded_and_trust_is_stated(report, run_dir):
+    from tasks.report import LOW_SPEARMAN, load_run
+
+    _, text = report
+    assert not DECIMALS_5.findall(_visible_text(text)), DECIMALS_5.findall(_visible_text(text))[:5]
+    d = load_run(run_dir)
+    lo, hi = d.target_range()
+    # unit scores in "target units" never leave the measured range; the raw CSV keeps what the ranker said
+    assert d.scores["score"].between(lo, hi).all()
+    assert f"{d.n_clipped:,} of {len(d.scores):,} lay outside it" in text
+    # the ranker's held-out Spearman sits beside each read-out that depends on it
+    sp, on = d.ranker_spearman()
+    for sec in ("effects", "importance", "units", "architecture"):
+        part = text.split(f'<section id="{sec}">')[1].split("</section>")[0]
+        assert "Spearman" in part and ('class="trust"' in part or 'class="warn"' in part), sec
+    assert ('class="warn">Low trust' in text) == (sp < LOW_SPEARMAN or any(h < LOW_SPEARMAN for h in d.hop_spearman()))
+
+
+def test_low_spearman_is_a_visible_warning(run_dir, tmp_path):
+    from tasks.report import LOW_SPEARMAN, write_report
+
+    rd = tmp_path / "low"
+    shutil.copytree(run_dir, rd, ignore=shutil.ignore_patterns("report.html"))
+    s = json.loads((rd / "summary.json").read_text())
+    s["ranker"]["heldout_spearman"] = LOW_SPEARMAN - 0.56
+    (rd / "summary.json").write_text(json.dumps(s))
+    text = write_report(rd).read_text()
+    part = text.split('<section id="effects">')[1].split("</section>")[0]
+    assert 'class="warn">Low trust' in part and "-0.26" in part
