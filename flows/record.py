@@ -57,6 +57,7 @@ class RunRecorder:
             "stage_seconds": self.times, "stages": {},
         }
         self.evals = None
+        self._calibration = None  # the calibration child run while it is open
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -95,6 +96,7 @@ class RunRecorder:
                                          "calibration_new": res.new, "calibration_reused": res.reused}.items()
                        if isinstance(v, (int, float)) and math.isfinite(v)})
         child.end("FINISHED" if res.ok else "FAILED")
+        self._calibration = None
         self.summary["calibration"] = {k: v for k, v in d.items() if k != "archs"}
         self.log.info("calibration %s: %s", res.status, res.chosen.label() if res.chosen else "no budget ranks")
 
@@ -235,6 +237,9 @@ class RunRecorder:
     def finish(self, error: BaseException | None = None) -> dict:
         s = self.summary
         s["status"] = "failed" if error is not None else "completed"
+        if self._calibration is not None:  # calibration itself raised
+            self._calibration.end("FAILED")
+            self._calibration = None
         if error is not None:
             s["error"] = f"{type(error).__name__}: {error}"
         if self.evals is not None:
