@@ -22,7 +22,13 @@ TRAIN = dict(dataset="fashion-mnist", epochs=1, n_train=32, n_val=128, n_test=32
              progress=False, latency=False, threads=1, bn_recalibration=64)
 
 
-def _config(space: str, calibration: dict, **over) -> dict:
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    """One MLflow store for the module's runs (creating a store's tables costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def _config(space: str, calibration: dict, tracking_uri: str, **over) -> dict:
     cfg = {
         "name": f"calibration-{space}", "space": space, "target": "val_acc", "seed": 0,
         "evaluator": {"kind": "train", "settings": dict(TRAIN), "batch_size": 8, "concurrency": 1},
@@ -30,6 +36,7 @@ def _config(space: str, calibration: dict, **over) -> dict:
         "seeds": {"n": 11}, "train": {"epochs": 3, "batch_size": 4}, "prune": {"enabled": False},
         "search": {"enabled": False, "budget": 13},
         "winners": {"top": 1, "evaluator_settings": {"n_train": 32}},  # shorter than the budget calibration chooses
+        "tracking": {"tracking_uri": tracking_uri, "register_models": False},
     }
     cfg.update(over)
     return cfg
@@ -42,10 +49,10 @@ def _run(cfg: dict, run_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def nb201_runs(tmp_path_factory):
+def nb201_runs(tmp_path_factory, tracking_uri):
     """One nb201 run that calibrates and completes, and its rerun in the same run directory."""
     run_dir = tmp_path_factory.mktemp("cal-nb201") / "run"
-    cfg = _config("nb201", {"n_archs": 6, "budgets": ["1x256", "1x64"], "threshold": 0.5, "max_seconds": 600})
+    cfg = _config("nb201", {"n_archs": 6, "budgets": ["1x256", "1x64"], "threshold": 0.5, "max_seconds": 600}, tracking_uri)
     first = _run(cfg, run_dir)
     again = _run(cfg, run_dir)
     return run_dir, first, again
@@ -72,8 +79,7 @@ def test_nb201_calibrates_then_runs_with_the_chosen_budget(nb201_runs):
     # MLflow: a `calibration` child run with the per-budget figures; the report has the table
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=s["mlflow_tracking_uri"])
     children = client.search_runs([client.get_run(s["mlflow_run_id"]).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{s['mlflow_run_id']}' and tags.mlflow.runName = 'calibration'")
     assert len(children) == 1
@@ -94,11 +100,11 @@ def test_nb201_rerun_reuses_every_training(nb201_runs):
 
 
 @pytest.mark.timeout(300)
-def test_ofa_stops_before_the_seeds_with_the_clear_message(tmp_path):
+def test_ofa_stops_before_the_seeds_with_the_clear_message(tmp_path, tracking_uri):
     from evaluators.calibration import CalibrationError
 
     run_dir = tmp_path / "run"
-    cfg = _config("ofa_mbv3", {"n_archs": 4, "budgets": ["1x32", "1x256"], "threshold": 0.99, "max_seconds": 1})
+    cfg = _config("ofa_mbv3", {"n_archs": 4, "budgets": ["1x32", "1x256"], "threshold": 0.99, "max_seconds": 1}, tracking_uri)
     with pytest.raises(CalibrationError) as ei:
         _run(cfg, run_dir)
     msg = str(ei.value)
