@@ -58,7 +58,7 @@ def nb201_runs(tmp_path_factory, tracking_uri):
     return run_dir, first, again
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_nb201_calibrates_then_runs_with_the_chosen_budget(nb201_runs):
     run_dir, s, _ = nb201_runs
     assert s["status"] == "completed"
@@ -90,7 +90,7 @@ def test_nb201_calibrates_then_runs_with_the_chosen_budget(nb201_runs):
     assert "Training-protocol calibration" in html and "1x64" in html and "Spearman between seeds" in html
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_nb201_rerun_reuses_every_training(nb201_runs):
     _, first, again = nb201_runs
     assert again["status"] == "completed"
@@ -99,7 +99,7 @@ def test_nb201_rerun_reuses_every_training(nb201_runs):
     assert again["evaluations"]["new"] == 0 and again["evaluations"]["total"] == first["evaluations"]["total"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_ofa_stops_before_the_seeds_with_the_clear_message(tmp_path, tracking_uri):
     from evaluators.calibration import CalibrationError
 
