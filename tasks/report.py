@@ -342,7 +342,8 @@ def _r(v: Any, nd: int) -> Any:
 def _calibration(d: RunData) -> str:
     c = d.summary.get("calibration")
     if not c:
-        return _note("No calibration: the evaluator is not a training evaluator, or calibration.enabled is false.")
+        # normal for table evaluators, so a plain line rather than a note about missing data
+        return "<p>Not calibrated: the evaluator is not a training evaluator, or calibration.enabled is false.</p>"
     chosen = c.get("chosen") or {}
     label = f"{chosen.get('epochs')} epochs x {chosen.get('n_train') or 'all'} images" if chosen else "none: no budget ranks"
     out = [_kv([("status", c.get("status")), ("chosen budget", label), ("metric", c.get("metric")), ("threshold (ceiling)", c.get("threshold")),
