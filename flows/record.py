@@ -73,7 +73,9 @@ class RunRecorder:
     # ---- stages --------------------------------------------------------------------------------
     def calibration_run(self):
         """A ``calibration`` child run; returns the per-budget callback that logs each row as measured."""
-        cs = self.cfg.calibration
+        from tasks.stages import calibration_settings
+
+        cs = calibration_settings(self.cfg)
         child = self.tracker.start("calibration", parent=self.parent)
         child.params({"n_archs": cs.n_archs, "seeds": cs.seeds, "budgets": [b.label() for b in cs.budgets],
                       "threshold": cs.threshold, "max_seconds": cs.max_seconds, "metric": cs.metric})
