@@ -250,8 +250,10 @@ def _message(res: "CalibrationResult", n_arch: int) -> str:
     ex = res.extrapolation
     sb = ex.get("spearman_brown") or {}
     if "repeats" in sb:
-        parts.append(f"Extrapolated: averaging {sb['repeats']:.1f} repeats of {sb['from_budget']} (about {sb['seconds_per_arch']:.0f} s "
-                     f"per architecture, {sb['images']:,.0f} training images) would reach the ceiling under the classical noise model.")
+        k = max(2, math.ceil(sb["repeats"]))  # whole repeats; one repeat is the budget already measured
+        per = sb["seconds_per_arch"] / sb["repeats"] if sb["repeats"] > 0 else 0.0
+        parts.append(f"Extrapolated: averaging {k} repeats of {sb['from_budget']} (k = {sb['repeats']:.2f} by Spearman-Brown; about "
+                     f"{k * per:.0f} s per architecture) would reach the ceiling under the classical noise model.")
     tr = ex.get("trend") or {}
     if "images" in tr:
         sug = tr["suggested"]
