@@ -132,6 +132,10 @@ def print_summary(s: dict, out: Path, seconds: float) -> None:
     best = s.get("best") or {}
     print(f"\nAutoBuild {s.get('status')} in {seconds:.0f}s: space {s.get('space')}, evaluator {s['evaluator']['kind']}, "
           f"target {s.get('target')}, search {s.get('search_method')}")
+    cal = s.get("calibration")
+    if cal and cal.get("chosen"):
+        print(f"  calibration: {cal['chosen']['epochs']} epochs x {cal['chosen']['n_train'] or 'all'} training images, ceiling "
+              f"{rounded(cal.get('ceiling'), 3)} >= {cal.get('threshold')} ({cal.get('new')} new trainings, {cal.get('reused')} reused)")
     print(f"  evaluations: {ev.get('total')} total ({ev.get('new')} new, {ev.get('reused')} reused, {ev.get('failed')} failed)")
     if rk:
         print(f"  ranker Spearman {rk.get('heldout_spearman', float('nan')):.3f} on its {rk.get('spearman_on')} set "

@@ -12,6 +12,7 @@ through the :class:`~evaluators.store.EvaluationStore`, so a killed calibration 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -27,7 +28,7 @@ from .store import EvaluationStore, evaluate_archs
 
 __all__ = [
     "CalibrationBudget", "CalibrationSettings", "CalibrationResult", "CalibrationError", "CalibratedSettings",
-    "calibrate", "apply_calibration", "should_calibrate", "TRAINING_KINDS",
+    "calibrate", "apply_calibration", "distinct_sample", "should_calibrate", "TRAINING_KINDS",
 ]
 
 #: evaluator kinds calibration applies to (on by default for them)
@@ -103,6 +104,9 @@ class CalibrationError(AutoBuildError):
     def __init__(self, message: str, result: "CalibrationResult"):
         super().__init__(message)
         self.result = result
+
+    def __reduce__(self):  # picklable with its result (Prefect and process pools pickle exceptions)
+        return (type(self), (str(self), self.result))
 
 
 class CalibrationResult(BaseModel):
@@ -246,8 +250,10 @@ def _message(res: "CalibrationResult", n_arch: int) -> str:
     ex = res.extrapolation
     sb = ex.get("spearman_brown") or {}
     if "repeats" in sb:
-        parts.append(f"Extrapolated: averaging {sb['repeats']:.1f} repeats of {sb['from_budget']} (about {sb['seconds_per_arch']:.0f} s "
-                     f"per architecture, {sb['images']:,.0f} training images) would reach the ceiling under the classical noise model.")
+        k = max(2, math.ceil(sb["repeats"]))  # whole repeats; one repeat is the budget already measured
+        per = sb["seconds_per_arch"] / sb["repeats"] if sb["repeats"] > 0 else 0.0
+        parts.append(f"Extrapolated: averaging {k} repeats of {sb['from_budget']} (k = {sb['repeats']:.2f} by Spearman-Brown; about "
+                     f"{k * per:.0f} s per architecture) would reach the ceiling under the classical noise model.")
     tr = ex.get("trend") or {}
     if "images" in tr:
         sug = tr["suggested"]
@@ -301,7 +307,7 @@ def calibrate(
         return CalibrationResult(space=space.name, metric=cs.metric, threshold=cs.threshold, status="disabled",
                                  message="calibration disabled (calibration.enabled=false): the configured budget is used as is")
     base = dict(evaluator_settings or {})
-    archs = parse_all(space, space.sample(cs.n_archs, seed=cs.sample_seed, stratified=cs.stratified))
+    archs = distinct_sample(space, cs.n_archs, cs.sample_seed, cs.stratified)
     natives = [space.format(a) for a in archs]
 
     first = TrainingEvaluator(**base)
@@ -361,6 +367,18 @@ def calibrate(
     if res.status != "chosen" and raise_on_failure:
         raise CalibrationError(res.message, res)
     return res
+
+
+def distinct_sample(space, n: int, seed: int, stratified: bool, tries: int = 20) -> list:
+    """``n`` distinct architectures of ``space`` (a repeated architecture would count twice in the
+    Spearman): the sample, topped up from further seeds; fewer only when the space is that small."""
+    seen: dict[str, Any] = {}
+    for t in range(tries):
+        for a in parse_all(space, space.sample(n, seed=seed + 7919 * t, stratified=stratified and t == 0)):
+            seen.setdefault(json.dumps(space.format(a), sort_keys=True, default=str), a)
+            if len(seen) == n:
+                return list(seen.values())
+    return list(seen.values())
 
 
 def _measure(space, archs, natives, ev_settings: dict, store, cs: CalibrationSettings, retries, progress, runner) -> dict:

@@ -19,8 +19,9 @@ from search_spaces import get_space
 from tasks.config import RunConfig, config_from
 from tasks.layout import RunLayout
 from tasks.preflight import preflight
-from tasks.stages import (build_prune_task, sample_seeds, score_units_task, search_task, train_ranker_task, value_of,
-                          winners_task)
+from evaluators.calibration import CalibrationError, should_calibrate
+from tasks.stages import (build_prune_task, calibrate_task, calibrated_config, sample_seeds, score_units_task, search_task,
+                          train_ranker_task, value_of, winners_task)
 
 from .evaluate import Evaluations
 from .record import RunRecorder
@@ -51,6 +52,17 @@ class RunObjective:
         return history
 
 
+def calibration_runner(cfg: RunConfig, layout: RunLayout, space):
+    """Calibration trainings go where the run's evaluations go (a subflow, or the ``gpu`` pool's
+    deployment), into the run's store; returns the fingerprint their records carry."""
+    def run(space_name: str, settings: dict, natives: list, seed: int) -> str:
+        evals = Evaluations(cfg, layout, space, settings=settings, seed=seed)
+        evals([space.parse(a) for a in natives])
+        return evals.evaluator.fingerprint()
+
+    return run
+
+
 def run_name() -> str:
     """Flow-run name: the config's name and space."""
     p = flow_run.parameters or {}
@@ -73,12 +85,21 @@ def autobuild(config: Optional[dict[str, Any]] = None, run_dir: str = "runs/auto
     layout = RunLayout.of(cfg, run_dir).create()
     layout.config.write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
     space = get_space(cfg.space)
-    evals = Evaluations(cfg, layout, space)
-    objective = RunObjective(cfg, evals)
-    rec = RunRecorder(cfg, layout, objective.names)
-    ab = AutoBuild(space, objective, cfg.settings(), objective.directions, cfg.seed,
-                   key=lambda a: evals.evaluator.record_key(space, a))
+    rec = RunRecorder(cfg, layout, [o.expr for o in cfg.objectives()])
     try:
+        if should_calibrate(cfg.evaluator.kind, cfg.calibration):
+            with rec.stage("calibrate"):
+                cal = calibrate_task(cfg, layout, space, runner=calibration_runner(cfg, layout, space),
+                                     on_budget=rec.calibration_run())
+                rec.calibration(cal)
+                if not cal.ok:
+                    raise CalibrationError(cal.message, cal)
+                cfg = calibrated_config(cfg, cal)
+                rec.calibrated(cfg)
+        evals = Evaluations(cfg, layout, space)
+        objective = RunObjective(cfg, evals)
+        ab = AutoBuild(space, objective, cfg.settings(), objective.directions, cfg.seed,
+                       key=lambda a: evals.evaluator.record_key(space, a))
         with rec.stage("sample"):
             seeds, sdir = sample_seeds(ab, cfg, layout, evals.evaluator)
         with rec.stage("evaluate"):

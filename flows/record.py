@@ -59,6 +59,7 @@ class RunRecorder:
             "stage_seconds": self.times, "stages": {},
         }
         self.evals = None
+        self._calibration = None  # the calibration child run while it is open
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -72,6 +73,44 @@ class RunRecorder:
         self.summary["stages"][stage] = self.layout.relative(path)
 
     # ---- stages --------------------------------------------------------------------------------
+    def calibration_run(self):
+        """A ``calibration`` child run; returns the per-budget callback that logs each row as measured."""
+        from tasks.stages import calibration_settings
+
+        cs = calibration_settings(self.cfg)
+        child = self.tracker.start("calibration", parent=self.parent)
+        child.params({"n_archs": cs.n_archs, "seeds": cs.seeds, "budgets": [b.label() for b in cs.budgets],
+                      "threshold": cs.threshold, "max_seconds": cs.max_seconds, "metric": cs.metric})
+        self._calibration, step = child, {"i": 0}
+
+        def on_budget(row: dict) -> None:
+            child.metrics({k: row[k] for k in ("spearman", "ceiling", "seconds", "seconds_per_arch", "images", "n_pairs", "failed")
+                           if isinstance(row.get(k), (int, float)) and math.isfinite(row[k])}, step=step["i"])
+            step["i"] += 1
+
+        return on_budget
+
+    def calibration(self, res) -> None:
+        d = res.to_dict()
+        child = self._calibration
+        child.dict(d, "calibration.json")
+        child.text(res.table() + "\n\n" + res.message + "\n", "calibration.md")
+        child.tags({"status": res.status, "chosen": res.chosen.label() if res.chosen else "none"})
+        child.metrics({k: v for k, v in {"chosen_ceiling": res.ceiling, "chosen_spearman": res.spearman, "calibration_seconds": res.seconds,
+                                         "calibration_new": res.new, "calibration_reused": res.reused}.items()
+                       if isinstance(v, (int, float)) and math.isfinite(v)})
+        child.end("FINISHED" if res.ok else "FAILED")
+        self._calibration = None
+        self.summary["calibration"] = {k: v for k, v in d.items() if k != "archs"}
+        self.log.info("calibration %s: %s", res.status, res.chosen.label() if res.chosen else "no budget ranks")
+
+    def calibrated(self, cfg: RunConfig) -> None:
+        """The run goes on with the calibrated evaluator settings (the summary shows both)."""
+        self.summary["evaluator"]["configured_settings"] = self.summary["evaluator"]["settings"]
+        self.summary["evaluator"]["settings"] = dict(cfg.evaluator.settings)
+        self.summary["winners_settings"] = cfg.final_evaluator_settings()
+        self.cfg = cfg
+
     def seeds(self, history: list, evals) -> None:
         self.evals = evals
         self.log.info("seed evaluations: %s", evals.counts())
@@ -203,6 +242,9 @@ class RunRecorder:
     def finish(self, error: BaseException | None = None) -> dict:
         s = self.summary
         s["status"] = "failed" if error is not None else "completed"
+        if self._calibration is not None:  # calibration itself raised
+            self._calibration.end("FAILED")
+            self._calibration = None
         if error is not None:
             s["error"] = f"{type(error).__name__}: {error}"
         if self.evals is not None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from autobuild_core.driver import PRESETS, AutoBuildSettings, BuildSettings, PruneSettings, SearchSettings, SeedSettings, preset_overrides
 from autobuild_core.ranker import RankerConfig
 from autobuild_core.train import TrainConfig
+from evaluators.calibration import CalibrationSettings
 from search_spaces.errors import ConfigError
 
 __all__ = [
@@ -108,6 +109,7 @@ class RunConfig(_Section):
     build: BuildSettings = Field(default_factory=BuildSettings, description="Building from top-scored configurations.")
     search: SearchSection = Field(default_factory=SearchSection, description="Search (its budget counts every evaluation of the run).")
     winners: WinnersSection = Field(default_factory=WinnersSection, description="Final evaluation of the best architectures.")
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings, description="Calibration of the training protocol before the seeds (training evaluator only): the cheapest candidate budget whose repeat trainings rank.")
     tracking: TrackingSection = Field(default_factory=TrackingSection, description="MLflow tracking.")
     failure: FailureSection = Field(default_factory=FailureSection, description="Failure handling.")
 

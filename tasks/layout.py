@@ -49,6 +49,7 @@ class RunLayout:
     config = property(lambda self: self.root / "config.json")
     summary = property(lambda self: self.root / "summary.json")
     built = property(lambda self: self.root / "built.json")
+    calibration = property(lambda self: self.root / "calibration.json")
     evaluations_csv = property(lambda self: self.root / "evaluations.csv")
     report = property(lambda self: self.root / "report.html")
     plots = property(lambda self: self.root / "plots")

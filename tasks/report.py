@@ -391,6 +391,33 @@ def _overview(d: RunData) -> str:
     return "".join(out)
 
 
+def _r(v: Any, nd: int) -> Any:
+    return round(float(v), nd) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else v
+
+
+def _calibration(d: RunData) -> str:
+    c = d.summary.get("calibration")
+    if not c:
+        # normal for table evaluators, so a plain line rather than a note about missing data
+        return "<p>Not calibrated: the evaluator is not a training evaluator, or calibration.enabled is false.</p>"
+    chosen = c.get("chosen") or {}
+    label = f"{chosen.get('epochs')} epochs x {chosen.get('n_train') or 'all'} images" if chosen else "none: no budget ranks"
+    out = [_kv([("status", c.get("status")), ("chosen budget", label), ("metric", c.get("metric")), ("threshold (ceiling)", c.get("threshold")),
+                ("architectures x seeds", f"{c.get('n_archs')} x {c.get('seeds')}"),
+                ("evaluation seconds", _r(c.get("seconds"), 1)), ("trainings new / reused", f"{c.get('new')} / {c.get('reused')}")])]
+    rows = [(r.get("budget"), r.get("images"), _r(r.get("spearman"), 3), _r(r.get("ceiling"), 3), r.get("n_pairs"),
+             r.get("failed"), _r(r.get("seconds_per_arch"), 1), _r(r.get("seconds"), 1),
+             "chosen" if chosen and r.get("epochs") == chosen.get("epochs") and r.get("n_train") == chosen.get("n_train") else "")
+            for r in c.get("budgets") or []]
+    rows += [(s.get("budget"), s.get("images"), None, None, None, None, _r(s.get("predicted_seconds_per_arch"), 1),
+              _r(s.get("predicted_seconds"), 1), f"not trained: {s.get('reason')}") for s in c.get("skipped") or []]
+    out.append(_table(["budget", "training images", "Spearman between seeds", "ceiling", "pairs", "failed", "s / training", "seconds", ""],
+                      rows, [False, True, True, True, True, True, True, True, False]))
+    if c.get("status") != "chosen" and c.get("message"):
+        out.append(f"<pre>{_e(c['message'])}</pre>")
+    return "".join(out)
+
+
 def _effects(d: RunData) -> str:
     eff = d.effects
     if eff is None and d.ranker_dir is not None:
@@ -871,6 +898,7 @@ def _pareto(d: RunData) -> str:
 
 SECTIONS = (
     Section("overview", "Run overview", _overview),
+    Section("calibration", "Training-protocol calibration", _calibration),
     Section("effects", "Feature-value effects (model estimate)", _effects),
     Section("importance", "FE-MLP scalars (paper read-out; not an effect estimate)", _importance),
     Section("units", "Top unit configurations", _unit_configs),

@@ -20,7 +20,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import RunConfig, config_hash
-from tasks.layout import RunLayout, done, read_json, write_stage
+from tasks.layout import RunLayout, done, read_json, write_json_atomic, write_stage
 
 _TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -47,6 +47,48 @@ def history_fingerprint(space, history: Sequence[dict]) -> str:
     """Fingerprint of evaluated (architecture, values) pairs: keys the stages trained on them."""
     return config_hash([[json.dumps(space.format(r["arch"]), sort_keys=True, default=str),
                          None if r["values"] is None else [round(float(v), 10) for v in r["values"]]] for r in history])
+
+
+def calibration_settings(cfg: RunConfig):
+    """The run's calibration settings; ``metric`` defaults to the target when the target is a metric name."""
+    cs = cfg.calibration
+    if "metric" not in cs.model_fields_set and cfg.target.isidentifier():
+        cs = cs.model_copy(update={"metric": cfg.target})
+    return cs
+
+
+@task(name="calibrate", **_TASK)
+def calibrate_task(cfg: RunConfig, layout: RunLayout, space, runner: Callable | None = None, on_budget: Callable | None = None):
+    """Calibrate the training protocol (:func:`evaluators.calibration.calibrate`) into the run's store.
+
+    Every calibration training is an ordinary record of the evaluation store, so a rerun trains
+    nothing again. Returns the :class:`~evaluators.calibration.CalibrationResult` (also written to
+    ``<run_dir>/calibration.json``) whatever its status; the flow decides whether to stop.
+    """
+    from evaluators import EvaluationStore
+    from evaluators.calibration import calibrate
+
+    cs = calibration_settings(cfg)
+    _logger().info("calibrating the training protocol of %s: %d architectures x seeds %s, budgets %s, threshold %s",
+                   cfg.space, cs.n_archs, cs.seeds, [b.label() for b in cs.budgets], cs.threshold)
+    with EvaluationStore(layout.store) as st:
+        res = calibrate(space, dict(cfg.evaluator.settings), st, cs, retries=cfg.failure.retries, runner=runner,
+                        on_budget=on_budget, raise_on_failure=False)
+    write_json_atomic(layout.calibration, res.to_dict())
+    _logger().info(res.message)
+    return res
+
+
+def calibrated_config(cfg: RunConfig, result) -> RunConfig:
+    """``cfg`` with the calibrated budget applied to the training evaluator and the winners' final
+    training made at least as long (:func:`evaluators.calibration.apply_calibration`)."""
+    from evaluators.calibration import apply_calibration
+
+    ev, win = apply_calibration(dict(cfg.evaluator.settings), result, dict(cfg.winners.evaluator_settings))
+    out = cfg.model_copy(deep=True)
+    out.evaluator.settings = ev
+    out.winners.evaluator_settings = win
+    return out
 
 
 @task(name="sample-seeds", **_TASK)
@@ -240,5 +282,5 @@ def value_of(fn, metrics: dict | None) -> float | None:
     return v if math.isfinite(v) else None
 
 
-__all__ = ["sample_seeds", "train_ranker_task", "score_units_task", "build_prune_task", "search_task", "winners_task",
+__all__ = ["calibrate_task", "calibrated_config", "calibration_settings", "sample_seeds", "train_ranker_task", "score_units_task", "build_prune_task", "search_task", "winners_task",
            "table_archs", "history_fingerprint", "ranker_quality", "value_of"]

@@ -122,3 +122,59 @@ def test_disabled_does_nothing(tmp_path):
     with EvaluationStore(tmp_path / "ev.sqlite") as st:
         res = calibrate("nb201", TINY, st, {"enabled": False})
         assert res.status == "disabled" and len(st) == 0 and "disabled" in res.message
+
+
+# ---- pieces the flow relies on ----------------------------------------------------------------
+
+
+def test_calibration_error_pickles_with_its_result():
+    import pickle
+
+    res = CalibrationResult(space="nb201", metric="val_acc", threshold=0.8, status="no_budget_ranks", message="measured ...")
+    err = pickle.loads(pickle.dumps(CalibrationError("no budget ranks: measured ...", res)))
+    assert isinstance(err, CalibrationError) and str(err) == "no budget ranks: measured ..."
+    assert err.result.status == "no_budget_ranks" and err.result.space == "nb201"
+
+
+def test_distinct_sample_tops_up_repeated_architectures():
+    from evaluators.calibration import distinct_sample
+
+    space = get_space("nb201")
+    drawn = space.sample(400, seed=0)
+    assert len({json.dumps(space.format(a)) for a in drawn}) < 400  # the plain sample repeats itself at this size ...
+    archs = distinct_sample(space, 400, 0, False)
+    keys = [json.dumps(space.format(a)) for a in archs]
+    assert len(keys) == len(set(keys)) == 400  # ... the calibration sample does not
+
+
+def test_run_config_calibration_section_and_calibrated_config():
+    from tasks.config import load_config
+    from tasks.stages import calibrated_config, calibration_settings
+
+    cfg = load_config(None, ["evaluator.kind=train", "evaluator.settings={epochs: 3, n_train: 25000}", "target=test_acc",
+                             "calibration.budgets=[1x500, [2, 1000]]", "calibration.n_archs=4", "winners.evaluator_settings={epochs: 1}"])
+    assert cfg.calibration.enabled and [b.label() for b in cfg.calibration.budgets] == ["1x500", "2x1000"]
+    assert should_calibrate(cfg.evaluator.kind, cfg.calibration)
+    assert calibration_settings(cfg).metric == "test_acc"  # the target, when it is a metric name
+    assert calibration_settings(load_config(None, ["target=val_acc - 2*flops", "calibration.metric=val_acc"])).metric == "val_acc"
+    with pytest.raises(ConfigError, match="calibration"):
+        load_config(None, ["calibration.treshold=0.7"])
+    res = CalibrationResult(space="nb201", metric="val_acc", threshold=0.8, status="chosen", chosen=CalibrationBudget(epochs=2, n_train=1000))
+    out = calibrated_config(cfg, res)
+    assert out.evaluator.settings == {"epochs": 2, "n_train": 1000} and cfg.evaluator.settings["epochs"] == 3  # a copy
+    final = out.final_evaluator_settings()
+    assert final["epochs"] >= 2 and final["n_train"] >= 1000
+
+
+def test_report_renders_the_calibration_table(tmp_path):
+    from tasks.report import render_report
+
+    res = CalibrationResult(space="nb201", metric="val_acc", threshold=0.8, status="no_budget_ranks", message="calibration: no candidate budget ...",
+                            budgets=[{"budget": "1x64", "epochs": 1, "n_train": 64, "images": 64, "spearman": 0.4, "ceiling": 0.63,
+                                      "n_pairs": 6, "failed": 0, "seconds_per_arch": 1.2, "seconds": 14.4}],
+                            skipped=[{"budget": "3x1000", "epochs": 3, "n_train": 1000, "images": 3000, "predicted_seconds": 700.0,
+                                      "predicted_seconds_per_arch": 58.3, "reason": "would bring calibration to 714 s > max_seconds=600"}])
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "failed", "space": "nb201", "calibration": res.to_dict()}))
+    html = render_report(tmp_path)
+    assert "Training-protocol calibration" in html and "1x64" in html and "0.63" in html
+    assert "not trained: would bring calibration to 714 s" in html and "no candidate budget" in html
