@@ -1,18 +1,10 @@
 """``autobuild bench train``: how many architectures per hour the training evaluator gets through.
 
-The number that decides whether a training-labelled AutoBuild run is feasible is throughput on
-the user's own hardware, end to end: process start, dataset decode, training, evaluation, FLOP
-count and latency measurement. So this samples ``--archs`` architectures of a space, trains them
-with ``--workers`` processes exactly as a campaign would, and reports wall-clock architectures per
-hour next to the per-architecture times and the accuracy spread (a near-constant accuracy means
-the budget is too small to tell architectures apart). On CUDA it also reports GPU utilisation and
-memory (NVML or nvidia-smi, sampled; peak ``max_memory_allocated`` per worker), and with
-``--calibrate`` the calibration's noise ceiling (:mod:`evaluators.calibration`).
-
-Workers are separate processes (``spawn``, so CUDA is safe): on CPU the cores are divided
-between them (``torch.set_num_threads``); on GPU worker ``i`` uses GPU ``i % n_gpus`` and
-``--trainings-per-gpu`` caps how many train on one GPU at the same time (the evaluator's
-cross-process slot locks).
+End to end on the user's own hardware (process start, data decode, training, evaluation, FLOPs,
+latency): ``--archs`` architectures trained by ``--workers`` spawned processes exactly as a campaign
+would, reported as architectures/hour beside per-architecture times and the accuracy spread; on
+CUDA also GPU utilisation and memory, and with ``--calibrate`` the calibration's noise ceiling.
+CPU workers split the cores; GPU worker ``i`` uses GPU ``i % n_gpus``.
 """
 
 from __future__ import annotations

@@ -1,47 +1,10 @@
 """Evaluate architectures by actually training them (proxy training on a small image dataset).
 
-Design choices, and why:
-
-- **Tensors on the device, no DataLoader.** Proxy datasets (Fashion-MNIST is 47 MB as uint8) fit
-  in GPU memory many times over, so the whole dataset is copied once per process and batches are
-  gathered by index on the device; normalisation, resizing (``F.interpolate``) and augmentation
-  also run there. With tiny networks the input pipeline would otherwise dominate the step time.
-  If the data does not fit (less than a quarter of free memory) it stays in pinned host memory and
-  each batch is copied.
-- **timm for the recipe** (``create_optimizer_v2``, ``create_scheduler_v2``,
-  ``LabelSmoothingCrossEntropy``) so that optimiser names and schedules mean what they mean in
-  timm, and no bespoke variants have to be maintained.
-- **Failures are records.** An architecture that runs out of memory, diverges (non-finite loss)
-  or exceeds ``timeout_s`` yields a failed :class:`EvalRecord` rather than an exception, so one bad
-  architecture never aborts a batch of hundreds. Out-of-memory is marked transient: it usually
-  means too many trainings shared the GPU, and a retry may succeed.
-- **Precision is measured, not assumed.** ``amp``/``channels_last`` = ``"auto"`` choose between
-  fp32 NCHW and bf16 autocast + channels-last by timing a few training steps of sampled networks
-  of ``probe_space`` on the device (:func:`probe_precision`); the result is cached in a per-machine
-  table (:func:`choose_precision`) so every worker of a GPU reaches the same choice. On CPU the
-  probe is skipped (fp32 NCHW, the reason recorded). Either setting given explicitly forces it.
-- **What is in ``settings()``** (and therefore in the fingerprint that keys stored results):
-  everything that changes a metric. That includes the *device type* and the chosen precision and
-  memory format, because accuracies differ numerically between them.
-  With ``latency=True`` (the default) it also includes the device *name* (GPU model or CPU model):
-  latency is a result, and it is only comparable on the same hardware. On CPU the thread count
-  (fixed at construction, so every process computes the same fingerprint) is included as well,
-  because it changes both latency and the floating-point reduction order. Pass ``latency=False`` to share accuracy records between machines with different
-  GPUs. It excludes the device index, the number of workers, ``trainings_per_gpu``,
-  ``timeout_s`` and ``progress``, which change how fast results arrive but not what they are.
-  (The contract allows only numeric metrics, so the device is recorded through the settings,
-  see ``evaluator.describe()``, rather than as a metric.)
-- **trainings_per_gpu** (default ``$AUTOBUILD_TRAININGS_PER_GPU``, else 1; a property of the GPU
-  worker machine) is honoured with a cross-process semaphore made of ``flock`` lock files,
-  one file per slot per physical GPU (named by the GPU's UUID, so different
-  ``CUDA_VISIBLE_DEVICES`` mappings do not alias). Any process on the machine -- benchmark
-  workers, Prefect task runners, a notebook -- takes a slot before training and the kernel
-  releases it when the process exits, even on a crash. Waiting for a slot counts towards neither
-  ``timeout_s`` nor ``train_seconds``. On CPU there are no slots; limit CPU trainings by the number
-  of worker processes instead (the benchmark divides the cores between them).
-- **Determinism.** The seed fixes weight initialisation, batch order and augmentation; on CPU
-  with a fixed thread count two runs give identical metrics. On CUDA ``cudnn.benchmark`` is on
-  for speed, so GPU runs are close but not bit-identical.
+The dataset lives on the device as tensors (no DataLoader), the recipe comes from timm, failures
+(OOM, divergence, timeout) are failed records rather than exceptions, precision and memory format
+are measured per device, ``settings()`` holds everything that changes a metric (it keys stored
+results), and ``trainings_per_gpu`` is a cross-process ``flock`` semaphore per physical GPU.
+Why each choice was made: docs/training.md, "The training evaluator's design".
 """
 
 from __future__ import annotations

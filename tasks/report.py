@@ -1,17 +1,10 @@
 """A self-contained HTML report of one run directory.
 
-The report is meant to be mailed, attached to an MLflow run or opened from a laptop long after the
-run machine is gone, so it carries everything inline: CSS in a ``<style>`` block, every figure as
-a base64 PNG, no scripts and no external URLs. It reads only files the pipeline writes into the
-run directory (summary.json, config.json, the ranker stage, the score stage, built.json,
-search_<space>.json) and keeps going when some are missing: a run that was killed, or ran without
-a search, still gets a report whose absent sections say why they are empty. A section that fails
-to render is reported in place rather than failing the whole document, because the report is
-written at the end of a finished run and must never turn it into a failed one.
-
-Figures are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas directly,
-never through pyplot, so writing a report neither depends on nor changes the process's global
-matplotlib backend (Prefect runs this inside worker threads).
+Everything is inline (CSS, base64 PNG figures, no scripts or external URLs) so the report can be
+mailed or attached to an MLflow run. It reads only the files the run layout names, says why a
+section is empty when a file is missing, and renders a failing section as an error in place: a
+report must never turn a finished run into a failed one. Figures use matplotlib's Agg canvas
+directly, never pyplot, because Prefect runs this in worker threads.
 """
 
 from __future__ import annotations
