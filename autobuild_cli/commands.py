@@ -327,25 +327,50 @@ def parse_params(items: list[str]) -> dict:
     return apply_overrides({}, items)
 
 
-def _served_api() -> str | None:
-    """The Prefect API that `autobuild serve` started from this directory (None when none runs)."""
-    if not STATE_FILE.is_file():
-        return None
-    try:
-        return json.loads(STATE_FILE.read_text()).get("prefect_api_url")
-    except ValueError:
-        return None
+def find_serve_state(start: str | os.PathLike | None = None) -> tuple[Path | None, dict | None, list[Path]]:
+    """The state `autobuild serve` wrote: ``.autobuild/serve.json`` in ``start`` (default: the
+    current directory) or the nearest parent holding one.
+
+    Returns ``(path, state, looked_at)``; ``path`` and ``state`` are None when none is found or the
+    file cannot be read, and ``looked_at`` lists every path checked (for the error message).
+    """
+    here = Path(start or Path.cwd()).resolve()
+    looked: list[Path] = []
+    for d in (here, *here.parents):
+        cand = d / STATE_FILE
+        looked.append(cand)
+        if cand.is_file():
+            try:
+                state = json.loads(cand.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(state, dict) and state.get("prefect_api_url"):
+                return cand, state, looked
+    return None, None, looked
 
 
 def cmd_trigger(args) -> int:
     if "/" not in args.deployment:
         raise ConfigError(f"deployment {args.deployment!r} must be FLOW_NAME/DEPLOYMENT_NAME, e.g. autobuild/quickstart.")
-    if not os.environ.get("PREFECT_API_URL") and _served_api():
-        os.environ["PREFECT_API_URL"] = _served_api()  # the server `autobuild serve` started here
-    url = check_prefect_api()
+    url = os.environ.get("PREFECT_API_URL") or None
     if url is None:
-        raise ConfigError(f"No Prefect server to trigger on: PREFECT_API_URL is not set and {STATE_FILE.resolve()} (written by "
-                          "`autobuild serve` in this directory) does not exist. Run `autobuild serve` here, or set PREFECT_API_URL.")
+        path, state, looked = find_serve_state()
+        if path is None:
+            shown = ", ".join(str(p) for p in looked[:6]) + (f" (and {len(looked) - 6} more parents)" if len(looked) > 6 else "")
+            raise ConfigError(f"No Prefect server to trigger on: PREFECT_API_URL is not set and no {STATE_FILE} (written by "
+                              f"`autobuild serve`) was found; looked at {shown}. Run `autobuild serve` in this directory "
+                              "(or a parent), or set PREFECT_API_URL.")
+        url = state["prefect_api_url"]
+        os.environ["PREFECT_API_URL"] = url  # for anything that reads the environment later
+        print(f"Prefect API: {url} (from {path})")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):  # also when prefect was imported before the variable was set
+        check_prefect_api()
+        return _trigger(args, url)
+
+
+def _trigger(args, url: str) -> int:
     overrides = parse_params(args.params)
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
