@@ -144,7 +144,12 @@ def _print_summary(s: dict, out: Path, seconds: float) -> None:
     uri = s.get("mlflow_tracking_uri")
     if uri:
         mlflow_bin = os.path.relpath(_venv_bin("mlflow")) if os.path.isabs(_venv_bin("mlflow")) else "mlflow"
-        print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   (run {s.get('mlflow_run_id')})")
+        if uri.startswith(("http://", "https://")):
+            print(f"MLflow UI: {uri}   (run {s.get('mlflow_run_id')})")
+        else:
+            print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   (run {s.get('mlflow_run_id')})")
+        if s.get("mlflow_runs_url"):
+            print(f"MLflow runs: {s['mlflow_runs_url']}")
     if s.get("report"):
         print(f"Report:    {s['report']}")
     elif (out / "report.html").is_file():
