@@ -9,7 +9,11 @@ instead of inferred (inference loads the model in a subprocess).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +47,22 @@ def _code_paths() -> list[str]:
     return [str(root / p) for p in CODE_PACKAGES if (root / p).is_dir()]
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Saving validates the input example against the signature: keep its info line, its advice to
+    add type hints (the signature is given explicitly) and its progress bars out of the run's log."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    log = logging.getLogger("mlflow.pyfunc")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*type hints.*")
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def arch_string(arch) -> str:
     """A native encoding as the string the models take (JSON for dicts and lists)."""
     return arch if isinstance(arch, str) else json.dumps(arch, default=str)
@@ -63,10 +83,11 @@ def save_ranker_model(path: Path, ranker_dir: Path, space, target: str, directio
     example = [arch_string(a) for a in list(example_archs)[:5]]
     sign = 1.0 if direction == "maximize" else -1.0
     preds = sign * TrainedRanker.load(ranker_dir).predict([space.parse(a) for a in list(example_archs)[:5]])
-    mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE / "ranker.py"),
-                             artifacts={"ranker": str(ranker_dir), "config": str(cfg_file)},
-                             signature=infer_signature(example, preds), input_example=example,
-                             code_paths=_code_paths(), pip_requirements=pip_requirements())
+    with _quiet():
+        mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE / "ranker.py"),
+                                 artifacts={"ranker": str(ranker_dir), "config": str(cfg_file)},
+                                 signature=infer_signature(example, preds), input_example=example,
+                                 code_paths=_code_paths(), pip_requirements=pip_requirements())
     return path
 
 
@@ -85,7 +106,8 @@ def save_winner_model(path: Path, winner: dict, space_name: str) -> Path:
     example = list(names)
     out = pd.DataFrame({"arch": [arch_string(winner["arch"])] * len(names), "metric": names,
                         "value": [float(body["metrics"].get(n, float("nan"))) for n in names]})
-    mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE / "winner.py"), artifacts={"winner": str(wfile)},
-                             signature=infer_signature(example, out), input_example=example,
-                             code_paths=_code_paths(), pip_requirements=pip_requirements())
+    with _quiet():
+        mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE / "winner.py"), artifacts={"winner": str(wfile)},
+                                 signature=infer_signature(example, out), input_example=example,
+                                 code_paths=_code_paths(), pip_requirements=pip_requirements())
     return path
