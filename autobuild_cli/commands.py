@@ -268,7 +268,8 @@ def cmd_serve(args) -> int:
     except BaseException:
         _serve_stop(quiet=True)
         raise
-    print(f"Prefect UI/API: http://127.0.0.1:{args.prefect_port}   (export PREFECT_API_URL={api})")
+    print(f"Prefect UI/API: http://127.0.0.1:{args.prefect_port}   (`autobuild trigger` here or below finds it in {STATE_FILE}; "
+          f"other clients: export PREFECT_API_URL={api})")
     print(f"MLflow UI:      {mlflow_uri}   (export MLFLOW_TRACKING_URI={mlflow_uri})")
     print(f"Worker on pool '{args.pool}'; logs and state in {home}")
     print("Trigger:        autobuild trigger autobuild/quickstart --param config.search.budget=30")
