@@ -227,7 +227,7 @@ class RunRecorder:
             self.summary["final_evaluations"] = final_counts
         if best is not None:
             self.summary["best"] = {"arch": best["arch"], "metrics": best["metrics"], "target": best["target"], "source": "winners",
-                                    "model_uri": f"models:/{name}@champion" if best.get("model_version") else None}
+                                    "model_uri": best.get("model_uri")}  # this version; the alias `champion` moves with later runs
 
     # ---- the end --------------------------------------------------------------------------------
     def finish(self, error: BaseException | None = None) -> dict:

@@ -62,7 +62,10 @@ def test_registered_ranker_and_winners_load_and_predict(tiny_run, registry):
     model = client.get_registered_model(name)
     assert set(model.aliases) >= {"champion"} | {f"rank-{w['rank']}" for w in s["winners"]}
     assert "winner #" not in (model.description or "") and "champion" in model.description
-    champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    best_w = next(w for w in s["winners"] if w["arch"] == s["best"]["arch"])
+    assert s["best"]["model_uri"] == best_w["model_uri"] == f"models:/{name}/{best_w['model_version']}"
+    assert mlflow.pyfunc.load_model(f"models:/{name}@champion").predict([s["target"]])["arch"][0] == json.dumps(s["best"]["arch"])
+    champion = mlflow.pyfunc.load_model(s["best"]["model_uri"])
     assert champion.metadata.signature is not None
     out = champion.predict(sorted(s["best"]["metrics"]))
     assert list(out["metric"]) == sorted(s["best"]["metrics"])
