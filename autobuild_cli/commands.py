@@ -150,7 +150,12 @@ def print_summary(s: dict, out: Path, seconds: float) -> None:
     uri = s.get("mlflow_tracking_uri")
     if uri:
         mlflow_bin = os.path.relpath(_venv_bin("mlflow")) if os.path.isabs(_venv_bin("mlflow")) else "mlflow"
-        print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   (run {s.get('mlflow_run_id')})")
+        if uri.startswith(("http://", "https://")):
+            print(f"MLflow UI: {uri}   (run {s.get('mlflow_run_id')})")
+        else:
+            print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   (run {s.get('mlflow_run_id')})")
+        if s.get("mlflow_runs_url"):
+            print(f"MLflow runs: {s['mlflow_runs_url']}")
     if s.get("report"):
         print(f"Report:    {s['report']}")
     elif (out / "report.html").is_file():
@@ -269,7 +274,8 @@ def cmd_serve(args) -> int:
     except BaseException:
         _serve_stop(quiet=True)
         raise
-    print(f"Prefect UI/API: http://127.0.0.1:{args.prefect_port}   (export PREFECT_API_URL={api})")
+    print(f"Prefect UI/API: http://127.0.0.1:{args.prefect_port}   (`autobuild trigger` here or below finds it in {STATE_FILE}; "
+          f"other clients: export PREFECT_API_URL={api})")
     print(f"MLflow UI:      {mlflow_uri}   (export MLFLOW_TRACKING_URI={mlflow_uri})")
     print(f"Worker on pool '{args.pool}'; logs and state in {home}")
     print("Trigger:        autobuild trigger autobuild/quickstart --param config.search.budget=30")
@@ -333,25 +339,50 @@ def parse_params(items: list[str]) -> dict:
     return apply_overrides({}, items)
 
 
-def _served_api() -> str | None:
-    """The Prefect API that `autobuild serve` started from this directory (None when none runs)."""
-    if not STATE_FILE.is_file():
-        return None
-    try:
-        return json.loads(STATE_FILE.read_text()).get("prefect_api_url")
-    except ValueError:
-        return None
+def find_serve_state(start: str | os.PathLike | None = None) -> tuple[Path | None, dict | None, list[Path]]:
+    """The state `autobuild serve` wrote: ``.autobuild/serve.json`` in ``start`` (default: the
+    current directory) or the nearest parent holding one.
+
+    Returns ``(path, state, looked_at)``; ``path`` and ``state`` are None when none is found or the
+    file cannot be read, and ``looked_at`` lists every path checked (for the error message).
+    """
+    here = Path(start or Path.cwd()).resolve()
+    looked: list[Path] = []
+    for d in (here, *here.parents):
+        cand = d / STATE_FILE
+        looked.append(cand)
+        if cand.is_file():
+            try:
+                state = json.loads(cand.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(state, dict) and state.get("prefect_api_url"):
+                return cand, state, looked
+    return None, None, looked
 
 
 def cmd_trigger(args) -> int:
     if "/" not in args.deployment:
         raise ConfigError(f"deployment {args.deployment!r} must be FLOW_NAME/DEPLOYMENT_NAME, e.g. autobuild/quickstart.")
-    if not os.environ.get("PREFECT_API_URL") and _served_api():
-        os.environ["PREFECT_API_URL"] = _served_api()  # the server `autobuild serve` started here
-    url = check_prefect_api()
+    url = os.environ.get("PREFECT_API_URL") or None
     if url is None:
-        raise ConfigError(f"No Prefect server to trigger on: PREFECT_API_URL is not set and {STATE_FILE.resolve()} (written by "
-                          "`autobuild serve` in this directory) does not exist. Run `autobuild serve` here, or set PREFECT_API_URL.")
+        path, state, looked = find_serve_state()
+        if path is None:
+            shown = ", ".join(str(p) for p in looked[:6]) + (f" (and {len(looked) - 6} more parents)" if len(looked) > 6 else "")
+            raise ConfigError(f"No Prefect server to trigger on: PREFECT_API_URL is not set and no {STATE_FILE} (written by "
+                              f"`autobuild serve`) was found; looked at {shown}. Run `autobuild serve` in this directory "
+                              "(or a parent), or set PREFECT_API_URL.")
+        url = state["prefect_api_url"]
+        os.environ["PREFECT_API_URL"] = url  # for anything that reads the environment later
+        print(f"Prefect API: {url} (from {path})")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):  # also when prefect was imported before the variable was set
+        check_prefect_api()
+        return _trigger(args, url)
+
+
+def _trigger(args, url: str) -> int:
     overrides = parse_params(args.params)
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment

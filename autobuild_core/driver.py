@@ -212,13 +212,14 @@ class AutoBuild:
         return train_ranker(self.space, list(archs), np.asarray(y, dtype=float), ranker=self.settings.ranker,
                             train=train, on_epoch=on_epoch)
 
-    def score(self, trained) -> tuple[Any, Any]:
-        """Unit scores of every unit configuration and the FE-MLP read-out: ``(scores, importance)``."""
+    def score(self, trained, archs: Sequence | None = None) -> tuple[Any, Any]:
+        """Unit scores of every unit configuration and the FE-MLP read-out: ``(scores, importance)``;
+        given ``archs`` (e.g. the training set), the read-out's ``count`` and ``spread`` are filled in."""
         from .importance import fe_mlp_readout
         from .scoring import score_units
 
         scores = score_units(trained, self.space, method=self.settings.prune.scoring, seed=self.seed)
-        return scores, fe_mlp_readout(trained, self.space)
+        return scores, fe_mlp_readout(trained, self.space, archs)
 
     def effects(self, trained):
         """The ranker's estimate of each feature value's effect on the target, with intervals

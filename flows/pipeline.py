@@ -108,9 +108,10 @@ def autobuild(config: Optional[dict[str, Any]] = None, run_dir: str = "runs/auto
             rec.seeds(history, evals)
         with rec.stage("train_ranker"):
             trained, info, rdir = train_ranker_task(ab, cfg, layout, history, on_epoch=rec.ranker_run())
-            rec.ranker(info, rdir)
+            train_archs = ab.training_set(history)[0]
+            rec.ranker(info, rdir, [space.format(a) for a in train_archs[:5]])
         with rec.stage("score"):
-            scores, importance, sdir = score_units_task(ab, cfg, layout, trained, rdir)
+            scores, importance, sdir = score_units_task(ab, cfg, layout, trained, rdir, train_archs)
             rec.scores(scores, importance, sdir)
         with rec.stage("build_prune"):
             bp, bdir = build_prune_task(ab, cfg, layout, scores, importance, sdir, cfg.search.budget - len(history))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -15,11 +16,19 @@ from typing import Any
 
 from prefect import get_run_logger
 
+from search_spaces import get_space
+
 from tasks.config import RunConfig
 from tasks.layout import RunLayout, write_json_atomic
 from tasks.report import rounded
 
-from .tracking import Tracker, mlflow_run_url, plot_hops, plot_search, plot_training, plot_unit_scores
+from .mlflow_models import ranker_model_name, save_ranker_model, save_winner_model, winner_model_name
+from .tracking import Tracker, metric_name, plot_hops, plot_search, plot_training, plot_unit_scores
+
+
+def _epoch_metrics(h: dict) -> dict:
+    """One epoch's scalar metrics (the per-hop validation lists are logged once, as ``hop_spearman_*``)."""
+    return {k: v for k, v in h.items() if k != "epoch" and not isinstance(v, (list, tuple))}
 
 
 def _flow_run_id() -> str | None:
@@ -37,11 +46,12 @@ class RunRecorder:
     Args:
         cfg: the run config.
         layout: the run directory's layout.
-        objective_names: names of the objective values (the first is what the ranker learns).
+        objective_names: names of the objective values (the first is what the ranker learns); their
+            MLflow metric names are :func:`~flows.tracking.metric_name` of them.
     """
 
     def __init__(self, cfg: RunConfig, layout: RunLayout, objective_names: list[str]):
-        self.cfg, self.layout, self.names = cfg, layout, objective_names
+        self.cfg, self.layout, self.names = cfg, layout, [metric_name(n) for n in objective_names]
         self.log = get_run_logger()
         self.t0 = time.perf_counter()
         self.times: dict[str, float] = {}
@@ -54,7 +64,7 @@ class RunRecorder:
             "evaluator": {"kind": cfg.evaluator.kind, "settings": cfg.evaluator.settings}, "search_method": cfg.search.method,
             "budget": cfg.search.budget, "run_dir": str(layout.root), "mlflow_run_id": self.parent.run_id,
             "mlflow_tracking_uri": self.tracker.uri if self.tracker.enabled else None, "mlflow_experiment_id": self.tracker.experiment_id,
-            "mlflow_run_url": mlflow_run_url(self.tracker.uri, self.tracker.experiment_id, self.parent.run_id) if self.tracker.enabled else None,
+            "mlflow_runs_url": self.tracker.runs_url(), "mlflow_run_url": self.tracker.runs_url(self.parent.run_id),
             "prefect_flow_run_id": _flow_run_id(),
             "stage_seconds": self.times, "stages": {},
         }
@@ -119,30 +129,38 @@ class RunRecorder:
         child = self.tracker.start("ranker", parent=self.parent)
         child.params({"ranker": self.cfg.ranker.model_dump(), "train": self.cfg.train.model_dump(), "target": self.cfg.target})
         self._ranker = child
-        return lambda h: child.metrics({k: v for k, v in h.items() if k != "epoch" and not isinstance(v, (list, tuple))},
-                                       step=int(h.get("epoch", 0)))
+        return lambda h: child.metrics(_epoch_metrics(h), step=int(h.get("epoch", 0)))
 
-    def ranker(self, info: dict, rdir: Path) -> None:
+    def ranker(self, info: dict, rdir: Path, examples: list) -> None:
+        """``examples``: a few evaluated architectures (native encodings) for the model's signature."""
         child = self._ranker
         child.params({"n_train": info["n_train"]})
         child.metrics({"heldout_spearman": info["pred_spearman"], "train_seconds": info["seconds"],
                        **{f"hop_spearman_{i}": v for i, v in enumerate(info["hop_spearman"])}})
         if info.get("reused"):
             for h in info.get("history", []):
-                child.metrics({k: v for k, v in h.items() if k != "epoch" and not isinstance(v, (list, tuple))}, step=int(h.get("epoch", 0)))
-        child.artifact(rdir / "ranker", "ranker")
+                child.metrics(_epoch_metrics(h), step=int(h.get("epoch", 0)))
         for p in (plot_training(info.get("history", []), self.layout.plots / "training_curves.png", info.get("best_epoch")),
                   plot_hops(info["hop_spearman"], self.layout.plots / "hop_spearman.png")):
             if p:
                 child.artifact(p, "plots")
-        version = child.register(f"autobuild-ranker-{self.cfg.space}", "ranker", description=f"AutoBuild ranker for {self.cfg.space}, target {self.cfg.target}",
-                                 tags={"heldout_spearman": rounded(info["pred_spearman"]), "run_dir": str(self.layout.root)})
+        name, version = ranker_model_name(self.cfg.space), None
+        if self.tracker.enabled:
+            obj = self.cfg.objectives()[0]
+            with tempfile.TemporaryDirectory() as tmp:
+                child.log_model(save_ranker_model(Path(tmp) / "model", rdir / "ranker", get_space(self.cfg.space), self.cfg.target,
+                                                  obj.direction, examples), "model")
+            version = child.register(
+                name, "model", description=f"ranker of run {self.cfg.name} (MLflow run {self.parent.run_id}), target {self.cfg.target}",
+                tags={"heldout_spearman": rounded(info["pred_spearman"]), "target": self.cfg.target, "run_dir": str(self.layout.root)},
+                model_description=f"AutoBuild ranker for the {self.cfg.space} space: predict(architecture strings) -> predicted target "
+                                  "values. One version per run; each version's tags name its target and held-out Spearman.")
         child.end()
         self.used("ranker", rdir)
         self.summary["ranker"] = {"heldout_spearman": info["pred_spearman"], "spearman_on": info["spearman_on"],
                                   "hop_spearman": info["hop_spearman"], "best_epoch": info.get("best_epoch"),
                                   "n_train": info["n_train"], "target_range": info.get("target_range"), "model_version": version,
-                                  "path": str(rdir / "ranker")}
+                                  "path": str(rdir / "ranker"), "model_uri": f"models:/{name}/{version}" if version else None}
 
     def scores(self, scores, importance, sdir: Path) -> None:
         child = self.tracker.start("scoring", parent=self.parent)
@@ -219,24 +237,36 @@ class RunRecorder:
                                   "study_name": res["study_name"]}
 
     def winners(self, winners: list[dict], final_settings: dict, final_counts: dict | None) -> None:
+        scored = [w for w in winners if w["target"] is not None]
+        sign = 1 if self.cfg.objectives()[0].direction == "maximize" else -1
+        best = max(scored, key=lambda w: sign * w["target"]) if scored else None
+        name = winner_model_name(self.cfg.space)
         for w in winners:
             child = self.tracker.start(f"winner-{w['rank']}", parent=self.parent)
             child.params({"arch": json.dumps(w["arch"], default=str), "rank": w["rank"], "final_settings": final_settings})
             if w["metrics"]:
-                child.metrics({f"final_{k}": v for k, v in w["metrics"].items()})
+                child.metrics({f"final_{metric_name(k)}": v for k, v in w["metrics"].items()})
             child.dict({"arch": w["arch"], "space": self.cfg.space, "metrics": w["metrics"], "search_metrics": w["search_metrics"]},
                        "winner/arch.json")
-            w["model_version"] = child.register(f"autobuild-winner-{self.cfg.space}", "winner",
-                                                tags={"rank": w["rank"], "target": rounded(w["target"])})
+            w["model_version"] = w["model_uri"] = None
+            if self.tracker.enabled and w["metrics"]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    child.log_model(save_winner_model(Path(tmp) / "model", w, self.cfg.space), "model")
+                w["model_version"] = child.register(
+                    name, "model", description=f"rank-{w['rank']} winner of run {self.cfg.name} (MLflow run {self.parent.run_id})",
+                    tags={"rank": w["rank"], "target": self.cfg.target, "target_value": rounded(w["target"])},
+                    aliases=[f"rank-{w['rank']}"] + (["champion"] if w is best else []),
+                    model_description=f"AutoBuild winners for the {self.cfg.space} space: predict(metric names) -> the architecture "
+                                      "and its recorded metrics; unwrap_python_model().load_module() builds it as a torch module. "
+                                      "Aliases: champion = best winner of the latest run, rank-N = its N-th winner.")
+                w["model_uri"] = f"models:/{name}/{w['model_version']}" if w["model_version"] else None
             child.end()
         self.summary["winners"] = winners
         if final_counts is not None:
             self.summary["final_evaluations"] = final_counts
-        scored = [w for w in winners if w["target"] is not None]
-        sign = 1 if self.cfg.objectives()[0].direction == "maximize" else -1
-        if scored:
-            best = max(scored, key=lambda w: sign * w["target"])
-            self.summary["best"] = {"arch": best["arch"], "metrics": best["metrics"], "target": best["target"], "source": "winners"}
+        if best is not None:
+            self.summary["best"] = {"arch": best["arch"], "metrics": best["metrics"], "target": best["target"], "source": "winners",
+                                    "model_uri": best.get("model_uri")}  # this version; the alias `champion` moves with later runs
 
     # ---- the end --------------------------------------------------------------------------------
     def finish(self, error: BaseException | None = None) -> dict:
@@ -272,7 +302,7 @@ class RunRecorder:
         p.metrics({f"seconds_{k}": v for k, v in self.times.items()})
         p.metrics({f"evaluations_{k}": v for k, v in (s.get("evaluations") or {}).items()})
         if s.get("best") and s["best"].get("target") is not None:
-            p.metrics({f"best_{self.cfg.target}": s["best"]["target"]})
+            p.metrics({f"best_{metric_name(self.cfg.target)}": s["best"]["target"]})
         try:
             from tasks.report import write_report
 

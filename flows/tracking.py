@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,16 +26,24 @@ from search_spaces.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+#: the experiment tag MLflow 3's UI reads to choose between its GenAI and machine-learning views
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: the address of the `mlflow ui` command the CLI prints for a run's SQLite store
+LOCAL_UI = "http://127.0.0.1:5000"
+#: metric names that would read as something else in the MLflow UI (``params`` beside its Parameters)
+_RENAMED_METRICS = {"params": "n_params"}
+
+
+def metric_name(name: str) -> str:
+    """An MLflow metric name for a metric or target expression: the name itself where MLflow allows
+    it (letters, digits, ``_ - . : /`` and spaces), other characters replaced by ``_``."""
+    name = _RENAMED_METRICS.get(name.strip(), name.strip())
+    return re.sub(r"[^A-Za-z0-9_\-.:/ ]+", "_", name).strip() or "target"
+
+
 def default_tracking_uri(run_dir: str | os.PathLike) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
-
-
-def mlflow_run_url(tracking_uri: str | None, experiment_id: str | None, run_id: str | None) -> str | None:
-    """The MLflow UI address of a run on an http(s) tracking server; None for a local store (no UI
-    serves it until `mlflow ui` is started on it)."""
-    if not (tracking_uri and experiment_id and run_id) or not tracking_uri.startswith(("http://", "https://")):
-        return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def check_reachable(uri: str, timeout_s: float) -> None:
@@ -129,19 +138,30 @@ class Run:
         uri = self.client.get_run(self.run_id).info.artifact_uri
         return f"{uri}/{sub}" if sub else uri
 
-    def register(self, model_name: str, artifact_path: str, description: str = "", tags: dict | None = None) -> str | None:
-        """Register the run's ``artifact_path`` directory as a new version of ``model_name``."""
+    def log_model(self, model_dir: str | os.PathLike, artifact_path: str) -> None:
+        """Log a saved MLflow model directory (``MLmodel`` at its root) as ``artifact_path``."""
+        self.client.log_artifacts(self.run_id, str(model_dir), artifact_path)
+
+    def register(self, model_name: str, artifact_path: str, description: str = "", tags: dict | None = None,
+                 aliases: Iterable[str] = (), model_description: str = "") -> str | None:
+        """Register the model logged at ``artifact_path`` as a new version of ``model_name`` and point
+        ``aliases`` at it. ``model_description`` describes the registered model as a whole (so it
+        never names one version); ``description`` describes this version."""
         if not self.tracker.register_models:
             return None
         from mlflow.exceptions import MlflowException
 
         try:
-            self.client.create_registered_model(model_name, description=description or None)
+            self.client.create_registered_model(model_name, description=model_description or None)
         except MlflowException as e:
             if "already exists" not in str(e).lower() and getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
+            if model_description:
+                self.client.update_registered_model(model_name, description=model_description)
         mv = self.client.create_model_version(model_name, source=self.artifact_uri(artifact_path), run_id=self.run_id,
                                               tags={k: str(v) for k, v in (tags or {}).items()}, description=description or None)
+        for alias in aliases:
+            self.client.set_registered_model_alias(model_name, alias, mv.version)
         return str(mv.version)
 
     def end(self, status: str = "FINISHED") -> None:
@@ -181,6 +201,20 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
         else:
             self.experiment_id = exp.experiment_id
+        if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            # without it, MLflow 3's UI opens an experiment with no traces on its GenAI overview, not the runs
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+    def ui_url(self) -> str:
+        """Where a browser shows this store: the server itself, or the `mlflow ui` the CLI prints."""
+        return self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else LOCAL_UI
+
+    def runs_url(self, run_id: str | None = None) -> str | None:
+        """The experiment's runs view (or one run) in the MLflow UI."""
+        if not self.enabled:
+            return None
+        base = f"{self.ui_url()}/#/experiments/{self.experiment_id}"
+        return f"{base}/runs/{run_id}" if run_id else f"{base}/runs"
 
     def start(self, name: str, parent: "Run | None" = None, tags: dict | None = None) -> Run:
         if not self.enabled:

@@ -137,14 +137,15 @@ def ranker_quality(trained, archs, y) -> dict:
 
 
 @task(name="score-units", **_TASK)
-def score_units_task(ab, cfg: RunConfig, layout: RunLayout, trained, ranker_dir: Path):
-    """Score every unit configuration; read out the FE-MLP scalars and the feature-value effects (CSV, reused on rerun)."""
+def score_units_task(ab, cfg: RunConfig, layout: RunLayout, trained, ranker_dir: Path, archs=None):
+    """Score every unit configuration; read out the FE-MLP scalars (with their ``count`` and ``spread``
+    over ``archs``, the ranker's training architectures) and the feature-value effects (CSV, reused on rerun)."""
     import pandas as pd
 
     out = layout.stage("scores", ranker_dir.name, cfg.prune.scoring)
     if not done(out):
         t0 = time.perf_counter()
-        scores, imp = ab.score(trained)
+        scores, imp = ab.score(trained, archs)
         effects = ab.effects(trained)
         write_stage(out, {"unit_scores.csv": lambda p: scores.to_csv(p, index=False),
                           "importance.csv": lambda p: imp.to_csv(p, index=False),

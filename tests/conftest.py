@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,3 +18,20 @@ def shared_dir() -> Path:
     if not (path / "data").is_dir():
         pytest.skip(f"shared data folder {path / 'data'} not found (set AUTOBUILD_SHARED_DIR to the folder holding data/)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """One uninterrupted tiny `autobuild run` (NAS-Bench-Graph, SQLite MLflow store in the run
+    directory), shared by the pipeline and MLflow-model tests: its summary, plus ``_out`` (the run
+    directory) and ``_tmp`` (its scratch folder)."""
+    from pipeline_support import run_cli, tiny_args
+
+    tmp_path = tmp_path_factory.mktemp("tiny-run")
+    out = tmp_path / "run"
+    r = run_cli(tiny_args(out), tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Summary:" in r.stdout and "mlflow ui" in r.stdout and "MLflow runs: http://127.0.0.1:5000/#/experiments/" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    s["_out"], s["_tmp"] = str(out), str(tmp_path)
+    return s

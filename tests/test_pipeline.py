@@ -11,47 +11,18 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-AUTOBUILD = [sys.executable, "-m", "autobuild_cli.main"]
-
-TINY = [
-    "seeds.n=20", "train.epochs=4", "train.batch_size=32", "search.budget=40", "winners.top=2", "evaluator.batch_size=20",
-    "search.options={ensemble: 1, graph_passes: 100, epochs_min: 2, epochs_max: 3, batch_min: 10, pool_mutations: 50, pool_units: 50, pool_random: 20}",
-]
-
-
-def _env(tmp_path: Path) -> dict:
-    env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)
-    env.setdefault("PREFECT_HOME", str(tmp_path / "prefect-home"))
-    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["MPLBACKEND"] = "Agg"
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _run(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(AUTOBUILD + args, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+from pipeline_support import AUTOBUILD, REPO, TINY, pipeline_env as _env, run_cli as _run
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """One uninterrupted tiny run (shared by the end-to-end and the kill tests)."""
-    tmp_path = tmp_path_factory.mktemp("uninterrupted")
-    out = tmp_path / "run"
-    r = _run(["run", "-c", "configs/quickstart.yaml", "--out", str(out), *[a for x in TINY for a in ("--set", x)]], tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "Summary:" in r.stdout and "mlflow ui" in r.stdout
-    s = json.loads((out / "summary.json").read_text())
-    s["_out"], s["_tmp"] = str(out), str(tmp_path)
-    return s
+def uninterrupted(tiny_run):
+    """One uninterrupted tiny run (shared by the end-to-end and the kill tests, and the MLflow-model tests)."""
+    return dict(tiny_run)
 
 
 @pytest.mark.timeout(360)
@@ -92,7 +63,7 @@ def test_end_to_end_run_summary_and_mlflow(uninterrupted):
         return out_
 
     rf = files(ranker.info.run_id)
-    assert "ranker/ranker.safetensors" in rf and "ranker/ranker.json" in rf
+    assert {"model/MLmodel", "model/artifacts/ranker/ranker.safetensors", "model/artifacts/ranker/ranker.json"} <= set(rf)
     assert {"plots/training_curves.png", "plots/hop_spearman.png"} <= set(rf)
     scoring = next(ch for ch in children if ch.info.run_name == "scoring")
     sf = set(files(scoring.info.run_id))

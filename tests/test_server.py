@@ -167,16 +167,21 @@ def test_cli_serve_trigger_and_stop(tmp_path):
         assert f"http://127.0.0.1:{p_port}" in r.stdout and f"http://127.0.0.1:{m_port}" in r.stdout
         pids = list(json.loads((work / ".autobuild" / "serve.json").read_text())["pids"].values())
         run_dir = tmp_path / "triggered"
+        # no export, and from a subdirectory: trigger finds the serve.json above it
         t = subprocess.run(cli + ["trigger", "autobuild/quickstart", "--wait", "--timeout", "300", "--param", f"run_dir={run_dir}",
                                   "--param", "config.seeds.n=40", "--param", "config.train.epochs=3", "--param", "config.prune.k=2",
                                   "--param", "config.search.budget=46", "--param", "config.search.method=tpe", "--param", "config.winners.top=1"],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=400)  # no export: serve.json says where
+                           cwd=work / "configs", env=env, capture_output=True, text=True, timeout=400)
         assert t.returncode == 0 and "Completed" in t.stdout, t.stdout[-3000:] + t.stderr[-3000:]
+        assert f"Prefect API: http://127.0.0.1:{p_port}/api (from {work / '.autobuild' / 'serve.json'})" in t.stdout
         s = json.loads((run_dir / "summary.json").read_text())
         assert s["status"] == "completed"
-        assert s["mlflow_tracking_uri"] == f"http://127.0.0.1:{m_port}"
-        run = MlflowClient(tracking_uri=f"http://127.0.0.1:{m_port}").get_run(s["mlflow_run_id"])
+        mlflow_url = f"http://127.0.0.1:{m_port}"
+        assert s["mlflow_tracking_uri"] == mlflow_url
+        run = MlflowClient(tracking_uri=mlflow_url).get_run(s["mlflow_run_id"])
         assert run.info.status == "FINISHED"
+        assert s["mlflow_runs_url"] == f"{mlflow_url}/#/experiments/{run.info.experiment_id}/runs"
+        _load_served_models(s, mlflow_url)
     finally:
         if started:
             stop = subprocess.run(cli + ["serve", "--stop"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
@@ -185,6 +190,53 @@ def test_cli_serve_trigger_and_stop(tmp_path):
             while time.time() < deadline and any(_pid_alive(p) for p in pids):
                 time.sleep(0.5)
             assert not any(_pid_alive(p) for p in pids), f"processes left running: {pids}"
+
+
+def _load_served_models(s: dict, mlflow_url: str) -> None:
+    """The run's registered ranker and champion winner load from the served registry and predict."""
+    import mlflow
+    import numpy as np
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(mlflow_url)
+    mlflow.set_registry_uri(mlflow_url)
+    try:
+        arch = json.dumps(s["best"]["arch"])
+        pred = np.asarray(mlflow.pyfunc.load_model(s["ranker"]["model_uri"]).predict([arch]), dtype=float)
+        assert pred.shape == (1,) and np.isfinite(pred).all()
+        out = mlflow.pyfunc.load_model(f"models:/autobuild-winner-{s['space']}@champion").predict([s["target"]])
+        assert list(out["arch"]) == [arch] and float(out["value"][0]) == s["best"]["metrics"][s["target"]]
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
+def _cli_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "AUTOBUILD_TRACKING_URI")}
+    env.update(PYTHONPATH=str(REPO))
+    return env
+
+
+def test_trigger_without_server_says_where_it_looked(tmp_path):
+    """No PREFECT_API_URL and no serve state: the error names the paths checked and the two fixes."""
+    r = subprocess.run([sys.executable, "-m", "autobuild_cli.main", "trigger", "autobuild/quickstart"], cwd=tmp_path, env=_cli_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert str(tmp_path / ".autobuild" / "serve.json") in r.stderr and "autobuild serve" in r.stderr and "PREFECT_API_URL" in r.stderr
+
+
+def test_trigger_uses_serve_state_of_a_parent_directory(tmp_path):
+    """serve.json in a parent directory is found and named; a server that is gone is reported as unreachable."""
+    port = _free_port()
+    (tmp_path / ".autobuild").mkdir()
+    state = tmp_path / ".autobuild" / "serve.json"
+    state.write_text(json.dumps({"pids": {}, "prefect_api_url": f"http://127.0.0.1:{port}/api", "mlflow_tracking_uri": "", "home": ""}))
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-m", "autobuild_cli.main", "trigger", "autobuild/quickstart"], cwd=sub, env=_cli_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert f"Prefect API: http://127.0.0.1:{port}/api (from {state})" in r.stdout
+    assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def _pid_alive(pid: int) -> bool:
