@@ -38,6 +38,23 @@ def _get(api: str, path: str, body: dict) -> list:
         return json.loads(r.read())
 
 
+def _load_served_models(s: dict, mlflow_url: str) -> dict:
+    """Load the run's registered ranker and champion winner from the served registry and predict."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(mlflow_url)
+    mlflow.set_registry_uri(mlflow_url)
+    try:
+        arch = json.dumps(s["best"]["arch"])
+        pred = np.asarray(mlflow.pyfunc.load_model(s["ranker"]["model_uri"]).predict([arch]), dtype=float)
+        champion = mlflow.pyfunc.load_model(f"models:/autobuild-winner-{s['space']}@champion").predict([s["target"]])
+        return {"arch": arch, "ranker_pred": pred, "champion": champion}
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
 @pytest.fixture(scope="module")
 def served_run(tmp_path_factory) -> dict:
     """A tiny quickstart run served and triggered as a user would, its outputs and screenshots; every
@@ -64,6 +81,7 @@ def served_run(tmp_path_factory) -> dict:
         summary = json.loads((run_dir / "summary.json").read_text())
         out["mlflow_status"] = MlflowClient(tracking_uri=served.mlflow).get_run(summary["mlflow_run_id"]).info.status
         out["flow_run_id"], out["api"], out["mlflow"] = fr_id, served.api, served.mlflow
+        out["models"] = _load_served_models(summary, served.mlflow)
         out["markdown"] = served.markdown_artifacts(fr_id)
         out["logs"] = [row["message"] for row in _get(served.api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [fr_id]}}, "limit": 200})]
         out["task_runs"] = [t["name"] for t in _get(served.api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [fr_id]}}})]
@@ -92,6 +110,9 @@ def test_cli_serve_trigger_and_stop(served_run):
     assert s["status"] == "completed" and s["prefect_flow_run_id"] == served_run["flow_run_id"]
     assert s["mlflow_tracking_uri"] == served_run["mlflow"] and served_run["mlflow_status"] == "FINISHED"
     assert s["evaluations"]["total"] >= 40 and s["evaluations"]["failed"] == 0
+    serve_json = served_run["run_dir"].parent / "project" / ".autobuild" / "serve.json"
+    assert f"Prefect API: {served_run['api']} (from {serve_json})" in served_run["trigger_stdout"]
+    assert s["mlflow_runs_url"].startswith(f"{served_run['mlflow']}/#/experiments/") and s["mlflow_runs_url"].endswith("/runs")
     deadline = time.time() + 30
     while time.time() < deadline and any(_pid_alive(p) for p in served_run["pids"]):
         time.sleep(0.5)
@@ -153,6 +174,19 @@ def test_people_read_rounded_numbers_and_the_outcome(served_run):
         served_run["batch_logs"][:10]
     assert any(n.startswith("winners") for n in served_run["task_runs"]), served_run["task_runs"]
     assert served_run["subflows"] and all(re.fullmatch(r"evaluate-\d+-nasbench_graph", n) for n in served_run["subflows"])
+
+
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_served_registry_models_load_and_predict(served_run):
+    """The registered ranker and the champion winner load through models:/ URIs from the served
+    registry: the ranker predicts a finite value for an architecture string, the winner returns its
+    architecture and recorded target value."""
+    s = json.loads((served_run["run_dir"] / "summary.json").read_text())
+    m = served_run["models"]
+    assert m["ranker_pred"].shape == (1,) and np.isfinite(m["ranker_pred"]).all()
+    assert list(m["champion"]["arch"]) == [m["arch"]] and float(m["champion"]["value"][0]) == s["best"]["metrics"][s["target"]]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -142,75 +142,6 @@ def test_deploy_trigger_via_rest_and_complete(tmp_path):
                     p.wait(timeout=10)
 
 
-@pytest.mark.server
-@pytest.mark.timeout(480)
-def test_cli_serve_trigger_and_stop(tmp_path):
-    """What a user types: `autobuild serve` (Prefect + MLflow servers on loopback, a worker, the
-    deployments), `autobuild trigger ... --wait`, then `autobuild serve --stop`. The deployed run
-    must log to the served MLflow server, and --stop must leave no server process behind."""
-    import shutil
-
-    from mlflow import MlflowClient
-
-    work = tmp_path / "project"  # a copy, so the test's serve state never meets a user's own
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", ".git", ".autobuild", "runs", "__pycache__", "*.db", ".pytest_cache"))
-    p_port, m_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "AUTOBUILD_TRACKING_URI")}
-    env.update(MPLBACKEND="Agg", PYTHONPATH=str(work))
-    cli = [sys.executable, "-m", "autobuild_cli.main"]
-    started, pids = False, []
-    try:
-        r = subprocess.run(cli + ["serve", "--prefect-port", str(p_port), "--mlflow-port", str(m_port)], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=300)
-        started = True
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert f"http://127.0.0.1:{p_port}" in r.stdout and f"http://127.0.0.1:{m_port}" in r.stdout
-        pids = list(json.loads((work / ".autobuild" / "serve.json").read_text())["pids"].values())
-        run_dir = tmp_path / "triggered"
-        # no export, and from a subdirectory: trigger finds the serve.json above it
-        t = subprocess.run(cli + ["trigger", "autobuild/quickstart", "--wait", "--timeout", "300", "--param", f"run_dir={run_dir}",
-                                  "--param", "config.seeds.n=40", "--param", "config.train.epochs=3", "--param", "config.prune.k=2",
-                                  "--param", "config.search.budget=46", "--param", "config.search.method=tpe", "--param", "config.winners.top=1"],
-                           cwd=work / "configs", env=env, capture_output=True, text=True, timeout=400)
-        assert t.returncode == 0 and "Completed" in t.stdout, t.stdout[-3000:] + t.stderr[-3000:]
-        assert f"Prefect API: http://127.0.0.1:{p_port}/api (from {work / '.autobuild' / 'serve.json'})" in t.stdout
-        s = json.loads((run_dir / "summary.json").read_text())
-        assert s["status"] == "completed"
-        mlflow_url = f"http://127.0.0.1:{m_port}"
-        assert s["mlflow_tracking_uri"] == mlflow_url
-        run = MlflowClient(tracking_uri=mlflow_url).get_run(s["mlflow_run_id"])
-        assert run.info.status == "FINISHED"
-        assert s["mlflow_runs_url"] == f"{mlflow_url}/#/experiments/{run.info.experiment_id}/runs"
-        _load_served_models(s, mlflow_url)
-    finally:
-        if started:
-            stop = subprocess.run(cli + ["serve", "--stop"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
-            assert stop.returncode == 0, stop.stdout + stop.stderr
-            deadline = time.time() + 30
-            while time.time() < deadline and any(_pid_alive(p) for p in pids):
-                time.sleep(0.5)
-            assert not any(_pid_alive(p) for p in pids), f"processes left running: {pids}"
-
-
-def _load_served_models(s: dict, mlflow_url: str) -> None:
-    """The run's registered ranker and champion winner load from the served registry and predict."""
-    import mlflow
-    import numpy as np
-
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(mlflow_url)
-    mlflow.set_registry_uri(mlflow_url)
-    try:
-        arch = json.dumps(s["best"]["arch"])
-        pred = np.asarray(mlflow.pyfunc.load_model(s["ranker"]["model_uri"]).predict([arch]), dtype=float)
-        assert pred.shape == (1,) and np.isfinite(pred).all()
-        out = mlflow.pyfunc.load_model(f"models:/autobuild-winner-{s['space']}@champion").predict([s["target"]])
-        assert list(out["arch"]) == [arch] and float(out["value"][0]) == s["best"]["metrics"][s["target"]]
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
-
-
 def _cli_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "AUTOBUILD_TRACKING_URI")}
     env.update(PYTHONPATH=str(REPO))
@@ -237,14 +168,3 @@ def test_trigger_uses_serve_state_of_a_parent_directory(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert f"Prefect API: http://127.0.0.1:{port}/api (from {state})" in r.stdout
     assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr, r.stderr
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie (exited, not yet reaped by its parent) is not running
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
