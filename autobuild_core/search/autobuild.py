@@ -50,7 +50,7 @@ class IterativeSettings(BaseModel):
     lr: float = Field(1e-2, gt=0, description="ranker learning rate (AdamW)")
     train_batch: int = Field(128, ge=2, description="ranker mini-batch size")
     gnn: Literal["gatv2", "graphconv", "gin"] = Field("graphconv", description="message-passing layer of the ranker")
-    clip_quantile: float = Field(0.25, ge=0, lt=1, description="training targets are clipped from below at this quantile "
+    clip_quantile: float = Field(0.5, ge=0, lt=1, description="training targets are clipped from below at this quantile "
                                  "of the evaluated values, so the ranker spends its capacity on the top")
     pool_parents: int = Field(10, ge=1, description="best evaluated architectures whose one-edit neighbours enter the pool "
                               "(for two objectives: non-dominated first)")
