@@ -20,9 +20,9 @@ from search_spaces.errors import ConfigError
 # name -> overrides of AutoBuildSettings (the run config's KEY=VALUE syntax)
 VARIANTS: dict[str, list[str]] = {
     "default": [],
+    "u400c25": ["search.options.pool_units=400", "search.options.pool_random=200", "search.options.clip_quantile=0.25"],
+    "u200c25": ["search.options.clip_quantile=0.25"],
     "stall2": ["search.options.stall_rounds=2"],
-    "units200": ["search.options.pool_units=200", "search.options.pool_random=400"],
-    "clip50": ["search.options.clip_quantile=0.5"],
     "marginal": ["search.options.unit_scoring=marginal"],
     "keep75": ["search.options.keep_exponent=0.75"],
 }
