@@ -41,6 +41,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("serve", help="start a local Prefect server, MLflow server and worker; deploy prefect.yaml")
     p.add_argument("--stop", action="store_true", help="stop what a previous `serve` started")
+    p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite",
+                   help="sqlite: servers on SQLite files, one worker; postgres: the docker/compose.yaml topology natively "
+                        "(own PostgreSQL cluster, Prefect and MLflow with auth, workers)")
+    p.add_argument("--restart", default=None, metavar="PIECE",
+                   help="(postgres backend) restart one piece: postgres, prefect_server, mlflow_server, workers or worker-N")
+    p.add_argument("--credentials", default=None, metavar="FILE",
+                   help="(postgres backend) KEY=VALUE credentials file outside the project; default: environment, "
+                        "else generated once into <home>/credentials.env (0600)")
+    p.add_argument("--workers", type=int, default=None, help="(postgres backend) process workers (default: WORKERS in docker/stack.env)")
     p.add_argument("--prefect-port", type=int, default=4200)
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--pool", default="local", help="process work pool the local worker serves")
@@ -220,8 +229,15 @@ def _venv_bin(name: str) -> str:
 
 
 def cmd_serve(args) -> int:
+    from . import stack
+
+    backend = json.loads(STATE_FILE.read_text()).get("backend") if STATE_FILE.is_file() else None
     if args.stop:
-        return _serve_stop()
+        return stack.stop(STATE_FILE) if backend == "postgres" else _serve_stop()
+    if args.restart:
+        return stack.restart(STATE_FILE, args.restart, args.timeout)
+    if args.backend == "postgres":
+        return stack.serve(args, STATE_FILE)
     if STATE_FILE.is_file():
         state = json.loads(STATE_FILE.read_text())
         alive = [p for p in state.get("pids", {}).values() if _alive(p)]
@@ -342,6 +358,11 @@ def cmd_trigger(args) -> int:
         raise ConfigError(f"deployment {args.deployment!r} must be FLOW_NAME/DEPLOYMENT_NAME, e.g. autobuild/quickstart.")
     if not os.environ.get("PREFECT_API_URL") and _served_api():
         os.environ["PREFECT_API_URL"] = _served_api()  # the server `autobuild serve` started here
+        state = json.loads(STATE_FILE.read_text())
+        if state.get("backend") == "postgres" and not os.environ.get("PREFECT_API_AUTH_STRING"):
+            from .stack import credentials_of
+
+            os.environ["PREFECT_API_AUTH_STRING"] = credentials_of(state)["PREFECT_AUTH_STRING"]
     url = check_prefect_api()
     if url is None:
         raise ConfigError(f"No Prefect server to trigger on: PREFECT_API_URL is not set and {STATE_FILE.resolve()} (written by "
