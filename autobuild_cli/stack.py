@@ -239,7 +239,7 @@ class Stack:
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_KEYS}
-        env.update({k: v for k, v in self.settings.items() if k.startswith(("PREFECT_", "MLFLOW_HTTP"))})
+        env.update({k: v for k, v in self.settings.items() if k.startswith(("PREFECT_", "MLFLOW_"))})
         env.update(PREFECT_HOME=str(self.home / "prefect"))
         return env
 
@@ -269,6 +269,9 @@ class Stack:
         else:
             fresh = False
         port = self.state.get("postgres_port")
+        if port and not _port_free(port) and self.state.get("pids", {}).get("prefect_server"):
+            raise ConfigError(f"port {port} of the stack's PostgreSQL is taken by another process; the servers use it, "
+                              "so stop the stack (`autobuild serve --stop`) and start it again.")
         if not port or not _port_free(port):
             port = free_port()
         self.state["postgres_port"] = port
@@ -424,6 +427,7 @@ class Stack:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free for a server
         try:
             s.bind(("127.0.0.1", port))
             return True
