@@ -31,11 +31,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/uv pip install --python $(VPY) --compile-bytecode -e '.[dev]'
 	@touch $(STAMP)
 
-# Debian packages used by the training evaluator (Fashion-MNIST) and the report test (chromium).
+# Debian packages used by the training evaluator (Fashion-MNIST), the report test (chromium) and
+# `autobuild serve --backend postgres` with its tests (postgresql).
 # Missing packages are installed when running as root; failure is only a warning.
 system-packages:
 	@missing=""; \
-	for p in dataset-fashion-mnist chromium; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in dataset-fashion-mnist chromium postgresql; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$missing"; \

