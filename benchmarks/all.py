@@ -709,12 +709,12 @@ vs 0.86): the ranking term is what makes module scores interpretable. The GNN ty
 GraphConv and GIN give slightly higher, steadier hop Spearman than GATv2. Hidden 16 is worse and unsteady (0.74 ± 0.09);
 64 is not better than 32.
 """,
-    "ofa_search": """Readings. Unit scores pay off in this space: AutoBuild beats every baseline at every budget (at 50/100/200:
-77.71/77.83/77.91 against the same loop without pruning at 77.15/77.53/77.79), each budget's worst AutoBuild repeat above
-every other method's best. Three repeats only. The oracle is a surrogate that is additive over slots, the structure unit
-scoring assumes, so this is a favourable case; values above 77.47 (the best measured subnet) are the model's extrapolation,
-not ImageNet accuracy (docs/evaluation.md, "Surrogate benchmarks").
-""",
+    "ofa_search": """Readings. This is where unit scores have to pay off: the computed reading above compares AutoBuild with
+the same loop without pruning (predictor) budget by budget. Three repeats only. The oracle is a surrogate that is additive
+over slots, the structure unit scoring assumes, so this is a favourable case; values above the best measured subnet are the
+model's extrapolation, not ImageNet accuracy (docs/evaluation.md, "Surrogate benchmarks").
+"""
+,
     "motifs": """Both with an untrained ranker (cost does not depend on the weights), the machine otherwise idle. Marginal scoring pushes
 n_context whole networks per configuration through the ranker (64 per NB-201 configuration, 4 per OFA one: about 147,000
 graphs), about 10x the paper scoring's cost and still well under the authors' 70 s. Inside the OFA study, with a second
