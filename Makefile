@@ -61,7 +61,7 @@ test: setup
 	@mkdir -p $(TEST_HOME)
 	$(VENV)/bin/lint-imports
 	@$(TEST_ENV) PREFECT_HOME=$(TEST_HOME)/prefect-pg MLFLOW_TRACKING_URI=sqlite:///$(TEST_HOME)/mlflow-pg.db \
-	  $(VENV)/bin/pytest tests -m postgres -p no:cacheprovider $(PYTEST_ARGS) > $(TEST_HOME)/postgres-tests.log 2>&1 & pg=$$!; \
+	  $(VENV)/bin/pytest tests -m postgres -rP -p no:cacheprovider $(PYTEST_ARGS) > $(TEST_HOME)/postgres-tests.log 2>&1 & pg=$$!; \
 	rc=0; \
 	$(TEST_ENV) PREFECT_HOME=$(TEST_HOME)/prefect MLFLOW_TRACKING_URI=sqlite:///$(TEST_HOME)/mlflow.db \
 	  $(VENV)/bin/pytest tests -m "not postgres" $(PYTEST_ARGS) || rc=$$?; \
