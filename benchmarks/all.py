@@ -614,15 +614,24 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         else:
             for name, fn, a in tasks:
                 results[name] = timed(name, fn, *a)
+    prev = json.loads((out / "all_meta.json").read_text()) if (out / "all_meta.json").is_file() else {}
+    meta = prev
     if not render_only:
-        total = time.perf_counter() - t0 if not only else total
+        if only:  # the full run's time stays; the rerun sections are listed beside it
+            meta = {**prev, "skipped": skipped,
+                    "reruns": [*prev.get("reruns", []), {"sections": sorted(only), "seconds": round(time.perf_counter() - t0, 1), "jobs": jobs}]}
+        else:
+            meta = {"seconds": time.perf_counter() - t0, "jobs": jobs, "quick": quick, "skipped": skipped}
+        total = float(meta.get("seconds", float("nan")))
         for name, r in results.items():
             (out / f"{JSON_NAMES.get(name, name)}.json").write_text(json.dumps(_clean(r), indent=1))
-        (out / "all_meta.json").write_text(json.dumps({"seconds": total, "jobs": jobs, "quick": quick, "skipped": skipped}, indent=1))
+        (out / "all_meta.json").write_text(json.dumps(meta, indent=1))
+    jobs = int(meta.get("jobs", jobs))
+    reruns = "".join(f"; sections rerun since with `--only {','.join(r['sections'])}`: {r['seconds'] / 60:.1f} min" for r in meta.get("reruns", []))
     res = json.loads(json.dumps(_clean(results)))  # one JSON round trip: the Markdown reads what the files hold
     parts = ["# Results", "",
              f"Every number, table and plot on this page is produced by `autobuild bench all --out docs/results{' --quick' if quick else ''}` "
-             f"(this run: {total / 60:.1f} min, {jobs} worker process(es) × 1 torch thread) from the benchmark tables in `--data DIR` (or `$AUTOBUILD_DATA_DIR`: `nb201/nb201_cifar10.csv`, `nb201/nb201_latency_ms.csv`, `ofa_mbv3_imagenet/ofa_mbv3_w10_top1.jsonl`, `transnas101_micro/zc_transbench101_micro.json`; NAS-Bench-Graph comes with its PyPI package); raw numbers are "
+             f"(last full run: {total / 60:.1f} min, {jobs} worker process(es) × 1 torch thread{reruns}) from the benchmark tables in `--data DIR` (or `$AUTOBUILD_DATA_DIR`: `nb201/nb201_cifar10.csv`, `nb201/nb201_latency_ms.csv`, `ofa_mbv3_imagenet/ofa_mbv3_w10_top1.jsonl`, `transnas101_micro/zc_transbench101_micro.json`; NAS-Bench-Graph comes with its PyPI package); raw numbers are "
              "in `docs/results/*.json`. The one exception is the search-tuning table, whose own commands are given with it. Reported "
              "searches use seeds 0–9; every setting that was tuned was tuned on separate seeds (1000 and up)." + (" **Quick mode: tiny budgets, the numbers are only a plumbing check.**" if quick else ""), ""]
     if skipped:
