@@ -251,6 +251,13 @@ def verdict_multi(res: dict, method: str = "autobuild") -> str:
     return "**Reading** (computed from the table): " + "; ".join(out) + "."
 
 
+def _search_row(method: str, cells: dict, budgets: list[str]) -> str:
+    """One method's table row: mean ± std of the best found, (regret), [evaluations used] per budget."""
+    row = [f"{_f(cells[b]['best_mean'], 2)} ± {_f(cells[b]['best_std'], 2)} ({_f(cells[b]['regret_mean'], 2)}) [{cells[b]['evaluations_used']:.0f}]"
+           for b in budgets]
+    return f"| {method} | " + " | ".join(row) + " |"
+
+
 def md_search(res: dict, out: Path, quick: bool) -> str:
     plt = _plt()
     budgets = [str(b) for b in res["budgets"]]
@@ -262,9 +269,7 @@ def md_search(res: dict, out: Path, quick: bool) -> str:
              "| method | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
     fig, ax = plt.subplots(figsize=(6, 4))
     for m, cells in res["methods"].items():
-        row = [f"{_f(cells[b]['best_mean'], 2)} ± {_f(cells[b]['best_std'], 2)} ({_f(cells[b]['regret_mean'], 2)}) [{cells[b]['evaluations_used']:.0f}]"
-               for b in budgets]
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
+        lines.append(_search_row(m, cells, budgets))
         ax.errorbar([int(b) for b in budgets], [cells[b]["best_mean"] for b in budgets], yerr=[cells[b]["best_std"] for b in budgets],
                     marker="o", capsize=3, label=m)
     ax.axhline(res["optimum"], color="k", lw=0.8, ls="--", label="optimum")
@@ -286,10 +291,7 @@ def md_search_nbg(results: dict) -> str:
                   f"Test accuracy (%) of the benchmark's {res['dataset']} entries; optimum {res['optimum']:.2f}. Mean ± std over {res['repeats']} "
                   "repeats of the best accuracy found, (regret), [evaluations used].", "",
                   "| method | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
-        for m, cells in res["methods"].items():
-            row = [f"{_f(cells[b]['best_mean'], 2)} ± {_f(cells[b]['best_std'], 2)} ({_f(cells[b]['regret_mean'], 2)}) [{cells[b]['evaluations_used']:.0f}]"
-                   for b in budgets]
-            lines.append(f"| {m} | " + " | ".join(row) + " |")
+        lines += [_search_row(m, cells, budgets) for m, cells in res["methods"].items()]
         lines += ["", verdict_single(res), ""]
     return "\n".join(lines)
 
@@ -309,10 +311,7 @@ def md_search_ofa(res: dict) -> str:
              f"(exact: the model is additive); best measured subnet {sur['table_best_measured']:.2f}. Mean ± std over {res['repeats']} repeats "
              "of the best predicted top-1 found, (regret to the surrogate's optimum), [evaluations used].", "",
              "| method | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
-    for m, cells in res["methods"].items():
-        row = [f"{_f(cells[b]['best_mean'], 2)} ± {_f(cells[b]['best_std'], 2)} ({_f(cells[b]['regret_mean'], 2)}) [{cells[b]['evaluations_used']:.0f}]"
-               for b in budgets]
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    lines += [_search_row(m, cells, budgets) for m, cells in res["methods"].items()]
     lines += ["", verdict_single(res), ""]
     return "\n".join(lines)
 
