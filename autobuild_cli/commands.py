@@ -19,6 +19,8 @@ from pathlib import Path
 
 from search_spaces.errors import ConfigError
 
+from .stack import wait_http
+
 STATE_FILE = Path(".autobuild") / "serve.json"
 
 
@@ -214,21 +216,6 @@ def _free(port: int) -> bool:
             return False
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.is_file() else ""
-            raise ConfigError(f"service for {url} exited with status {proc.returncode}. Log tail:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:  # noqa: S310 - loopback URL we started
-                r.read(16)
-                return
-        except (urllib.error.URLError, TimeoutError, OSError):
-            time.sleep(0.5)
-    raise ConfigError(f"{url} did not answer within {timeout:g}s; see the logs in the serve home directory.")
-
-
 def _spawn(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
     f = open(log, "ab")
     return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -272,8 +259,8 @@ def cmd_serve(args) -> int:
                       "--workers", "1"], home / "mlflow-server.log", env)
         pids["mlflow_server"] = mlf.pid
         _write_state(pids, api, mlflow_uri, home)
-        _wait_http(f"{api}/health", args.timeout, srv, home / "prefect-server.log")
-        _wait_http(f"{mlflow_uri}/health", args.timeout, mlf, home / "mlflow-server.log")
+        wait_http(f"{api}/health", args.timeout, proc=srv, log=home / "prefect-server.log")
+        wait_http(f"{mlflow_uri}/health", args.timeout, proc=mlf, log=home / "mlflow-server.log")
         wenv = dict(env, MLFLOW_TRACKING_URI=mlflow_uri, AUTOBUILD_TRACKING_URI=mlflow_uri)
         for pool in dict.fromkeys([args.pool, "local", "gpu"]):  # prefect.yaml deploys to both pools
             subprocess.run([_venv_bin("prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"],

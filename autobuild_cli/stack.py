@@ -194,6 +194,8 @@ def kill_group(pid: int | None, timeout: float = 15.0) -> None:
 
 
 def wait_http(url: str, timeout: float, auth: str | None = None, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Wait until ``url`` answers (``auth``: "user:password" for Basic auth); fail with the log's tail
+    if ``proc`` exits first."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:

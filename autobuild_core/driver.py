@@ -18,8 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from search_spaces.errors import ConfigError, suggest
 
-from .ranker import RankerConfig
-from .train import TrainConfig
+from .settings import RankerConfig, TrainConfig
 
 Objective = Callable[[list], list]  # list[Arch] -> list[tuple | None]
 

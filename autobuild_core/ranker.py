@@ -16,50 +16,12 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import nn
 from torch_geometric.nn import GATv2Conv, GINConv, GraphConv
 
 from search_spaces.graph import FeatureSpec, GraphBatch, split_schema
 
-from .config_model import ConfigModel
-
-GNN_TYPES = ("gatv2", "graphconv", "gin")
-
-
-class RankerConfig(ConfigModel):
-    """Model hyper-parameters (the defaults are the paper code's, and the best measured)."""
-
-    _section: str = "ranker"
-
-    gnn: str = Field("gatv2", description="Message-passing layer: gatv2, graphconv or gin.")
-    hidden: int = Field(32, ge=1, description="Width of every message-passing layer's node embedding.")
-    layers: int = Field(4, ge=1, le=16, description="Message-passing layers M; hops 0..M are scored.")
-    fe_dim: int = Field(8, ge=1, description="Width of each feature's private embedding / hidden layer in the FE-MLP.")
-    head_hidden: int = Field(32, ge=1, description="Hidden width of the regression head on the last hop.")
-
-    @field_validator("gnn")
-    @classmethod
-    def _known_gnn(cls, v: str) -> str:
-        if v not in GNN_TYPES:
-            from search_spaces.errors import suggest
-
-            raise ValueError(f"not supported.{suggest(v, GNN_TYPES)} Choose one of {', '.join(GNN_TYPES)}")
-        return v
-
-    @classmethod
-    def preset(cls, name: str) -> "RankerConfig":
-        """The named preset's ranker settings ("default" or "paper"); see ``autobuild_core.train.PRESETS``."""
-        if name not in RANKER_PRESETS:
-            from search_spaces.errors import ConfigError, suggest
-
-            raise ConfigError(f"Unknown ranker preset {name!r}.{suggest(name, RANKER_PRESETS)} Choose one of {', '.join(RANKER_PRESETS)}.")
-        return cls(**RANKER_PRESETS[name])
-
-
-# The paper's model is also the best measured one: both presets share it.
-RANKER_PRESETS: dict[str, dict] = {"default": {}, "paper": {"gnn": "gatv2", "hidden": 32, "layers": 4, "fe_dim": 8, "head_hidden": 32}}
-
+from .settings import GNN_TYPES, RANKER_PRESETS, RankerConfig  # noqa: F401 - re-exported
 
 class FeatureEncoder(nn.Module):
     """FE-MLP: one scalar per feature, made non-negative with abs()."""

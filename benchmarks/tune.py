@@ -25,6 +25,7 @@ VARIANTS: dict[str, list[str]] = {
     "stall2": ["search.options.stall_rounds=2"],
     "marginal": ["search.options.unit_scoring=marginal"],
     "keep75": ["search.options.keep_exponent=0.75"],
+    "credit": ["search.options.units_credit=true"],
 }
 REFERENCES = ("tpe", "rea", "predictor", "random")
 

@@ -210,7 +210,9 @@ class RunRecorder:
 
         def on_round(info: dict) -> None:
             r = self.tracker.start(f"round-{info.get('round', 0)}", parent=child)
-            r.metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            m = {k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            m.update({f"pick_percentile_{src}": pct for src, (pct, _) in (info.get("source_percentile") or {}).items()})
+            r.metrics(m)
             if info.get("unit_scores") is not None:
                 r.text(info["unit_scores"].to_csv(index=False), "unit_scores.csv")
             r.dict(json.loads(json.dumps({k: v for k, v in info.items() if k not in ("unit_scores", "batch")}, default=str)), "round.json")

@@ -72,7 +72,7 @@ class NB201Space(CellSpace):
 
     def _from_string(self, s: str) -> Arch:
         text = s.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return self._from_index(int(text))
         hint = f"expected the official form, e.g. {_EXAMPLE}"
         groups = text.split("+")
@@ -87,7 +87,7 @@ class NB201Space(CellSpace):
                 raise EncodingError(f"nb201: cannot parse {s!r}: node {j} needs {j} incoming edge(s), group {g!r} has {len(tokens)}; {hint}")
             for t in tokens:
                 op, sep, src = t.rpartition("~")
-                if not sep or not src.isdigit():
+                if not sep or not (src.isascii() and src.isdigit()):
                     raise EncodingError(f"nb201: cannot parse {s!r}: edge token {t!r} is not 'op~source'; {hint}")
                 if op not in OPS:
                     raise EncodingError(f"nb201: cannot parse {s!r}: unknown op {op!r}.{suggest(op, OPS)} Allowed ops: {', '.join(OPS)}")

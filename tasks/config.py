@@ -24,8 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from autobuild_core.driver import PRESETS, AutoBuildSettings, BuildSettings, PruneSettings, SearchSettings, SeedSettings, preset_overrides
-from autobuild_core.ranker import RankerConfig
-from autobuild_core.train import TrainConfig
+from autobuild_core.settings import RankerConfig, TrainConfig
 from evaluators.calibration import CalibrationSettings
 from search_spaces.errors import ConfigError
 

@@ -8,6 +8,17 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test` runs the main suite on 2 workers) each worker gets its own Prefect
+# home and MLflow store, so two ephemeral Prefect servers never share one SQLite database. This runs
+# before any test module imports Prefect; CLI subprocesses inherit it.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    if os.environ.get("PREFECT_HOME"):
+        os.environ["PREFECT_HOME"] = f"{os.environ['PREFECT_HOME']}-{_WORKER}"
+    _uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if _uri.startswith("sqlite:///") and _uri.endswith(".db"):
+        os.environ["MLFLOW_TRACKING_URI"] = f"{_uri[:-3]}-{_WORKER}.db"
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:

@@ -32,16 +32,17 @@ from autobuild_cli import stack as pgstack
 REPO = Path(__file__).resolve().parents[1]
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 N_LOAD = 8
+LOAD_SEEDS = 20  # one evaluation batch of seeds per load run (the fault runs have two, so one is in flight)
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.skipif(pgstack.pg_available() is not None, reason=f"PostgreSQL unavailable: {pgstack.pg_available()}")]
 
 
-def tiny_config(name: str, timeout_s: float = 120.0) -> dict:
+def tiny_config(name: str, timeout_s: float = 120.0, seeds: int = 40) -> dict:
     return {"name": name, "space": "nasbench_graph", "target": "acc",
             "evaluator": {"kind": "nasbench_graph", "settings": {"dataset": "cora"}, "batch_size": 20,
                           "deployment": "evaluate-batch/evaluate-local", "deployment_timeout_s": timeout_s},
-            "seeds": {"n": 40}, "train": {"epochs": 3, "batch_size": 32}, "prune": {"k": 2},
+            "seeds": {"n": seeds}, "train": {"epochs": 3, "batch_size": 32}, "prune": {"k": 2},
             "search": {"enabled": False}, "winners": {"top": 1}, "tracking": {"experiment": "postgres-stack"}}
 
 
@@ -81,11 +82,11 @@ class Served:
                     raise
             time.sleep(1.0)
 
-    def trigger(self, name: str, run_dir: Path, timeout_s: float = 120.0) -> str:
+    def trigger(self, name: str, run_dir: Path, timeout_s: float = 120.0, seeds: int = 40) -> str:
         if "autobuild/quickstart" not in self.dep_ids:
             self.dep_ids["autobuild/quickstart"] = self.api("GET", "/deployments/name/autobuild/quickstart")["id"]
         fr = self.api("POST", f"/deployments/{self.dep_ids['autobuild/quickstart']}/create_flow_run",
-                      {"parameters": {"config": tiny_config(name, timeout_s), "run_dir": str(run_dir)}})
+                      {"parameters": {"config": tiny_config(name, timeout_s, seeds), "run_dir": str(run_dir)}})
         return fr["id"]
 
     def flow_run(self, fid: str) -> dict:
@@ -241,7 +242,7 @@ def served():
 def load(served):
     """8 runs triggered at once through the API, before any fault is injected."""
     t0 = time.time()
-    runs = {served.trigger(f"load-{i}", served.work / f"load-{i}", timeout_s=300): served.work / f"load-{i}" for i in range(N_LOAD)}
+    runs = {served.trigger(f"load-{i}", served.work / f"load-{i}", timeout_s=300, seeds=LOAD_SEEDS): served.work / f"load-{i}" for i in range(N_LOAD)}
     return runs, t0
 
 
@@ -268,7 +269,7 @@ def test_eight_runs_at_once_all_complete_once(served, load):
     crashed = {f: f"{fr['state']['name']}: {(fr['state'].get('message') or '')[:120]}" for f, fr in done.items()
                if fr["state"]["type"] != "COMPLETED"}
     before = {fid: snapshot(runs[fid]) for fid in crashed}
-    reruns = {fid: served.trigger(runs[fid].name, runs[fid], timeout_s=300) for fid in crashed}  # all at once
+    reruns = {fid: served.trigger(runs[fid].name, runs[fid], timeout_s=300, seeds=LOAD_SEEDS) for fid in crashed}  # all at once
     assert all(fr["state"]["type"] == "COMPLETED" for fr in served.wait_final(list(reruns.values()), 600).values())
     for fid, run_dir in runs.items():
         check_complete(served, run_dir, before.get(fid))
@@ -316,13 +317,20 @@ def test_worker_sigkilled_mid_batch(served):
     assert worker in workers, (proc, worker, workers)
     for pid in (worker, proc):
         os.kill(pid, signal.SIGKILL)
+    before, how = _restart_and_recover(served, workers[worker], fid, "fault-worker", run_dir)
+    print(f"\nworker SIGKILL mid-batch: recovered by {how}; {len(before)} evaluations stored before the kill kept")
+
+
+def _restart_and_recover(served: Served, piece: str, fid: str, name: str, run_dir: Path) -> tuple[dict, str]:
+    """Restart one piece of the stack, let the run finish (rerun it if it crashed) and check that
+    every evaluation stored before the restart is kept and none is stored twice."""
     before = snapshot(run_dir)
-    r = served.cli("serve", "--restart", workers[worker])
+    r = served.cli("serve", "--restart", piece)
     assert r.returncode == 0, r.stderr
     served.refresh()
-    _, how = served.run_to_completion(fid, "fault-worker", run_dir)
+    _, how = served.run_to_completion(fid, name, run_dir)
     check_complete(served, run_dir, before)
-    print(f"\nworker SIGKILL mid-batch: recovered by {how}; {len(before)} evaluations stored before the kill kept")
+    return before, how
 
 
 def _mid_run(served: Served, name: str) -> tuple[str, Path]:
@@ -335,11 +343,7 @@ def _mid_run(served: Served, name: str) -> tuple[str, Path]:
 
 def test_prefect_server_restarted_mid_run(served):
     fid, run_dir = _mid_run(served, "fault-prefect")
-    r = served.cli("serve", "--restart", "prefect_server")
-    assert r.returncode == 0, r.stderr
-    before = snapshot(run_dir)
-    _, how = served.run_to_completion(fid, "fault-prefect", run_dir)
-    check_complete(served, run_dir, before)
+    _, how = _restart_and_recover(served, "prefect_server", fid, "fault-prefect", run_dir)
     print(f"\nPrefect server restart mid-run: recovered by {how}")
 
 
@@ -350,21 +354,11 @@ def test_mlflow_unreachable_30s_mid_run(served):
     with pytest.raises(OSError):
         urllib.request.urlopen(served.mlflow_uri + "/health", timeout=5)  # noqa: S310 - loopback server started here
     time.sleep(max(0.0, 30 - (time.time() - t)))
-    r = served.cli("serve", "--restart", "mlflow_server")
-    assert r.returncode == 0, r.stderr
-    served.refresh()
-    before = snapshot(run_dir)
-    _, how = served.run_to_completion(fid, "fault-mlflow", run_dir)
-    check_complete(served, run_dir, before)
+    _, how = _restart_and_recover(served, "mlflow_server", fid, "fault-mlflow", run_dir)
     print(f"\nMLflow unreachable 30 s mid-run: recovered by {how}")
 
 
 def test_postgres_restarted_mid_run(served):
     fid, run_dir = _mid_run(served, "fault-postgres")
-    r = served.cli("serve", "--restart", "postgres")
-    assert r.returncode == 0, r.stderr
-    served.refresh()
-    before = snapshot(run_dir)
-    _, how = served.run_to_completion(fid, "fault-postgres", run_dir)
-    check_complete(served, run_dir, before)
+    _, how = _restart_and_recover(served, "postgres", fid, "fault-postgres", run_dir)
     print(f"\nPostgreSQL restart mid-run: recovered by {how}")

@@ -57,6 +57,11 @@ class IterativeSettings(BaseModel):
     pool_mutations: int = Field(400, ge=0, description="cap on the neighbours in the pool (sampled when more)")
     pool_units: int = Field(200, ge=0, description="pool share drawn from the unit-score-pruned space "
                             "(predictor: drawn uniformly instead)")
+    units_credit: bool = Field(False, description="(probe, not the default: worse on the tuning tables) keep the full pruned-space share only while the proposals it supplied rank "
+                               "at least as well as the other model-chosen proposals; otherwise draw most of that share uniformly")
+    units_credit_min: int = Field(4, ge=1, description="evaluated pruned-space proposals needed before units_credit judges them")
+    units_credit_floor: float = Field(0.25, ge=0, le=1, description="share of pool_units still drawn from the pruned space while "
+                                      "it is distrusted (so its credit can recover)")
     pool_random: int = Field(400, ge=0, description="pool share drawn uniformly from the domain")
     keep_exponent: float = Field(0.5, gt=0, le=1, description="the pruned space keeps the top ceil(n_u ** keep_exponent) "
                                  "configurations of unit u (all global choices are kept)")
@@ -128,6 +133,8 @@ class IterativeAutoBuild(SearchStrategy):
         self._init: list | None = None
         self._prev_best: frozenset | None = None
         self._stalled = 0
+        self._src: dict = {}  # pool key -> where the candidate came from (neighbour/units/uniform)
+        self._picks: list = []  # (key, round, source, predicted) of every model-chosen proposal
         self.rounds: list = []  # the info dicts also passed to on_round (without the DataFrame)
 
     # ---- ask / tell ---------------------------------------------------------------------------
@@ -225,7 +232,10 @@ class IterativeAutoBuild(SearchStrategy):
         self._stalled = self._stalled + 1 if best == self._prev_best else 0
         self._prev_best = best
         stalled = bool(s.stall_rounds) and self._stalled >= s.stall_rounds
-        pool = self._pool(targets, pruned)
+        info["source_percentile"] = self._source_credit(targets)
+        share = self._units_share(info["source_percentile"]) if pruned is not None else 0.0
+        info["units_share"] = share
+        pool = self._pool(targets, pruned, share)
         n = s.batch(len(self._obs))
         batch = self._select(pool, ensembles, targets, n, stalled)
         info.update(batch=batch, pool_size=len(pool), stalled=stalled, seconds=time.time() - t0)
@@ -305,16 +315,43 @@ class IterativeAutoBuild(SearchStrategy):
                     out.append(tuple(new))
         return out
 
-    def _pool(self, targets: list, pruned) -> list:
+    def _source_credit(self, targets: list) -> dict:
+        """Mean percentile (among everything evaluated, 1 = best) of the evaluated model-chosen
+        proposals, by where they came from, with their counts: ``{source: (mean, n)}``."""
+        keys = list(self._obs)
+        order = self._scalar_rank(targets)
+        pct = {keys[i]: 1.0 - r / max(1, len(keys) - 1) for r, i in enumerate(order)}
+        by: dict = {}
+        for k, _, src, _ in self._picks:
+            if k in pct:
+                by.setdefault(src, []).append(pct[k])
+        return {src: (float(np.mean(v)), len(v)) for src, v in by.items()}
+
+    def _units_share(self, credit: dict) -> float:
+        """Share of ``pool_units`` drawn from the pruned space this round (the rest uniformly)."""
+        s = self.settings
+        if not s.units_credit or "units" not in credit or credit["units"][1] < s.units_credit_min:
+            return 1.0
+        n_other = sum(n for src, (_, n) in credit.items() if src != "units")
+        if not n_other:
+            return 1.0
+        other = sum(m * n for src, (m, n) in credit.items() if src != "units") / n_other
+        return 1.0 if credit["units"][0] >= other else s.units_credit_floor
+
+    def _pool(self, targets: list, pruned, share: float = 1.0) -> list:
         s = self.settings
         archs = [a for a, _ in self._obs.values()]
         pool, keys = [], set()
+
+        src = "neighbour"
+        self._src = {}
 
         def add(a) -> None:
             k = self.domain.key(a)
             if not self._seen(k) and k not in keys:
                 keys.add(k)
                 pool.append(a)
+                self._src[k] = src
 
         # 1. one-edit neighbours of the best evaluated
         neigh = []
@@ -327,19 +364,18 @@ class IterativeAutoBuild(SearchStrategy):
         for idx in neigh:
             add(self.domain.decode(idx))
         # 2. the unit-score-pruned space (or, for the predictor, the same number drawn uniformly)
-        if pruned is not None and s.pool_units:
-            if pruned.size <= s.pool_units:
-                gen = iter(pruned.enumerate_by_score())
-                draws = [a for a in gen]
-            else:
-                draws = pruned.sample(s.pool_units, self.rng)
+        n_units = int(round(share * s.pool_units)) if pruned is not None else 0
+        src = "units"
+        if n_units:
+            draws = list(pruned.enumerate_by_score()) if pruned.size <= n_units else pruned.sample(n_units, self.rng)
             for a in draws:
                 if self.domain.contains(a):
                     add(a)
-        else:
-            for _ in range(s.pool_units):
-                add(self.domain.random_arch(self.rng))
+        src = "uniform"
+        for _ in range(s.pool_units - n_units):
+            add(self.domain.random_arch(self.rng))
         # 3. uniform
+        src = "uniform"
         for _ in range(s.pool_random):
             add(self.domain.random_arch(self.rng))
         return pool
@@ -381,7 +417,9 @@ class IterativeAutoBuild(SearchStrategy):
                 acq = np.where(taken, -np.inf, acq)
                 i = int(np.argmax(acq))
                 taken[i] = True
-                out.append(pool[i]), keys.add(self.domain.key(pool[i]))
+                k = self.domain.key(pool[i])
+                out.append(pool[i]), keys.add(k)
+                self._picks.append((k, self._round, self._src.get(k, "uniform"), float(mu[i].mean())))
         # model-free exploration: random mutations (1 or 2 edits) of the best evaluated
         archs = [a for a, _ in self._obs.values()]
         parents = [archs[i] for i in self._scalar_rank(targets)[: s.explore_top * (2 if stalled else 1)]]
