@@ -19,7 +19,7 @@ def test_bench_all_quick(shared_dir, tmp_path):
     out = tmp_path / "results"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rc = main(["bench", "all", "--out", str(out), "--quick", "--data", str(data)])
+        rc = main(["bench", "all", "--out", str(out), "--quick", "--data", str(data), "--jobs", "1"])
     assert rc == 0
     md = (tmp_path / "results.md").read_text()
     for heading in ("## Search at equal budget", "## Ranker vs training-set size", "## Ablations", "## Learning rate",
