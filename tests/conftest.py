@@ -46,3 +46,16 @@ def tiny_run(tmp_path_factory) -> dict:
     s = json.loads((out / "summary.json").read_text())
     s["_out"], s["_tmp"] = str(out), str(tmp_path)
     return s
+
+
+# `make test` distributes whole groups over the xdist workers (`--dist loadgroup`): one group per
+# test file, except that the files sharing the session's `tiny_run` share one group, so the run is
+# made once.
+_SHARED_GROUPS = {"test_pipeline": "tiny_run", "test_mlflow_models": "tiny_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(_SHARED_GROUPS.get(module, module)))
+

@@ -154,14 +154,14 @@ def snapshot(run_dir: Path) -> dict[tuple, str]:
     return store_rows(run_dir) if (run_dir / "evaluations.sqlite").is_file() else {}
 
 
-def check_complete(served: Served, run_dir: Path, before: dict | None = None) -> dict:
+def check_complete(served: Served, run_dir: Path, before: dict | None = None, seeds: int = 40) -> dict:
     """A finished run: summary completed, every evaluation it counted stored exactly once, nothing
     stored before a fault lost, and its MLflow parent run finished with its child runs."""
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["status"] == "completed", s.get("error")
     rows = store_rows(run_dir)
     ev = s["evaluations"]
-    assert ev["failed"] == 0 and ev["total"] >= 40
+    assert ev["failed"] == 0 and ev["total"] >= seeds
     assert len(rows) == ev["total"], (len(rows), ev)  # every counted evaluation is stored, each once
     lost = [k for k in (before or {}) if k not in rows]
     assert not lost, f"{len(lost)} stored evaluations lost"
@@ -272,7 +272,7 @@ def test_eight_runs_at_once_all_complete_once(served, load):
     reruns = {fid: served.trigger(runs[fid].name, runs[fid], timeout_s=300, seeds=LOAD_SEEDS) for fid in crashed}  # all at once
     assert all(fr["state"]["type"] == "COMPLETED" for fr in served.wait_final(list(reruns.values()), 600).values())
     for fid, run_dir in runs.items():
-        check_complete(served, run_dir, before.get(fid))
+        check_complete(served, run_dir, before.get(fid), seeds=LOAD_SEEDS)
     print(f"\nload: {len(crashed)} of {N_LOAD} runs crashed and were rerun: {json.dumps(crashed, indent=1)}")
     for fid in runs:  # at least one batch of every run (or of its rerun) ran as a flow run of its own
         assert any(b["state"]["type"] == "COMPLETED" for f in (fid, reruns.get(fid)) if f for b in served.batches_of(f)), fid

@@ -90,11 +90,36 @@ def test_prior_observations_and_on_round(nbg):
     assert all(r["val_spearman"] is None or -1 <= r["val_spearman"] <= 1 for r in rounds)
 
 
+def test_rounds_record_where_picks_came_from_and_credit_gates_the_pruned_share(nbg):
+    space, table = nbg
+    runs = {}
+    for credit in (False, True):
+        rounds = []
+        _search("autobuild", space, TableObjective(space, table), 70, seed=4, on_round=rounds.append,
+                settings={**FAST, "pool_mutations": 10, "pool_units": 200, "pool_random": 10,  # a pool mostly from the pruned space
+                          "units_credit": credit, "units_credit_min": 1, "units_credit_floor": 0.0})
+        runs[credit] = rounds
+    later = runs[False][-1]["source_percentile"]
+    assert later and set(later) <= {"neighbour", "units", "uniform"}
+    assert all(0 <= pct <= 1 and n >= 1 for pct, n in later.values())
+    assert sum(n for _, n in later.values()) > 10  # model-chosen picks evaluated so far
+    assert all(r["units_share"] == 1.0 for r in runs[False])
+    # with the gate on, a round whose pruned-space picks ranked below the others draws none from it
+    for r in runs[True]:
+        sp = r["source_percentile"]
+        others = [(p, n) for src, (p, n) in sp.items() if src != "units"]
+        if "units" in sp and others:
+            mean_other = sum(p * n for p, n in others) / sum(n for _, n in others)
+            assert r["units_share"] == (1.0 if sp["units"][0] >= mean_other else 0.0)
+    assert any(r["units_share"] == 0.0 for r in runs[True])  # on this seed the pruned-space picks do rank lower
+
+
 def test_predictor_has_no_unit_scores(nbg):
     space, table = nbg
     rounds = []
     _search("predictor", space, TableObjective(space, table), 25, seed=2, on_round=rounds.append)
     assert rounds and all(r["unit_scores"] is None and r["pruned"] is None for r in rounds)
+    assert all(r["units_share"] == 0.0 and "units" not in r["source_percentile"] for r in rounds)
 
 
 def test_two_objectives(nbg):
