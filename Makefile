@@ -53,8 +53,8 @@ run: setup
 
 # pytest exit status 5 (no tests collected) counts as success with a warning.
 # Most tests wait on servers and subprocesses more than they compute: the main suite runs on 2
-# pytest-xdist workers (whole files per worker, see tests/conftest.py, which also gives each worker
-# its own Prefect home and MLflow store), and the PostgreSQL stack tests (marker `postgres`) run in a third pytest
+# pytest-xdist workers (whole files per worker; tests/conftest.py gives each worker its own Prefect
+# home and MLflow store, and makes the shared tiny run once), and the PostgreSQL stack tests (marker `postgres`) run in a third pytest
 # process beside it. The suite fails if either fails.
 TEST_ENV = env -u PREFECT_API_URL PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 MPLBACKEND=Agg
 
@@ -65,7 +65,7 @@ test: setup
 	  $(VENV)/bin/pytest tests -m postgres -rP -p no:cacheprovider $(PYTEST_ARGS) > $(TEST_HOME)/postgres-tests.log 2>&1 & pg=$$!; \
 	rc=0; \
 	$(TEST_ENV) PREFECT_HOME=$(TEST_HOME)/prefect MLFLOW_TRACKING_URI=sqlite:///$(TEST_HOME)/mlflow.db \
-	  $(VENV)/bin/pytest tests -m "not postgres" -n 2 --dist loadgroup $(PYTEST_ARGS) || rc=$$?; \
+	  $(VENV)/bin/pytest tests -m "not postgres" -n 2 --dist loadfile $(PYTEST_ARGS) || rc=$$?; \
 	prc=0; wait $$pg || prc=$$?; \
 	echo "===== PostgreSQL stack tests (pytest -m postgres, run alongside) ====="; cat $(TEST_HOME)/postgres-tests.log; \
 	for r in $$rc $$prc; do if [ $$r -ne 0 ] && [ $$r -ne 5 ]; then exit $$r; fi; done; \

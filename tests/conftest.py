@@ -35,27 +35,21 @@ def shared_dir() -> Path:
 def tiny_run(tmp_path_factory) -> dict:
     """One uninterrupted tiny `autobuild run` (NAS-Bench-Graph, SQLite MLflow store in the run
     directory), shared by the pipeline and MLflow-model tests: its summary, plus ``_out`` (the run
-    directory) and ``_tmp`` (its scratch folder)."""
+    directory) and ``_tmp`` (its scratch folder). Under pytest-xdist the first worker that needs it
+    makes it (a file lock in the session's shared temporary folder) and the others read it."""
+    from filelock import FileLock
     from pipeline_support import run_cli, tiny_args
 
-    tmp_path = tmp_path_factory.mktemp("tiny-run")
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if _WORKER else base
+    tmp_path = shared / "tiny-run"
     out = tmp_path / "run"
-    r = run_cli(tiny_args(out), tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "Summary:" in r.stdout and "mlflow ui" in r.stdout and "MLflow runs: http://127.0.0.1:5000/#/experiments/" in r.stdout
+    with FileLock(str(shared / "tiny-run.lock")):
+        if not (out / "summary.json").is_file():
+            tmp_path.mkdir(parents=True, exist_ok=True)
+            r = run_cli(tiny_args(out), tmp_path)
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+            assert "Summary:" in r.stdout and "mlflow ui" in r.stdout and "MLflow runs: http://127.0.0.1:5000/#/experiments/" in r.stdout
     s = json.loads((out / "summary.json").read_text())
     s["_out"], s["_tmp"] = str(out), str(tmp_path)
     return s
-
-
-# `make test` distributes whole groups over the xdist workers (`--dist loadgroup`): one group per
-# test file, except that the files sharing the session's `tiny_run` share one group, so the run is
-# made once.
-_SHARED_GROUPS = {"test_pipeline": "tiny_run", "test_mlflow_models": "tiny_run"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(_SHARED_GROUPS.get(module, module)))
-

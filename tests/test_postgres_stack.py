@@ -32,17 +32,19 @@ from autobuild_cli import stack as pgstack
 REPO = Path(__file__).resolve().parents[1]
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 N_LOAD = 8
-LOAD_SEEDS = 20  # one evaluation batch of seeds per load run (the fault runs have two, so one is in flight)
+LOAD_SEEDS = 20  # one evaluation batch per load run (the fault runs have two batches of seeds, so one is in flight)
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.skipif(pgstack.pg_available() is not None, reason=f"PostgreSQL unavailable: {pgstack.pg_available()}")]
 
 
 def tiny_config(name: str, timeout_s: float = 120.0, seeds: int = 40) -> dict:
+    """A tiny run; with fewer than 40 seeds (the load runs) also no built architecture, so each load
+    run holds exactly one evaluation batch (one flow run) and costs the shared CPUs least."""
     return {"name": name, "space": "nasbench_graph", "target": "acc",
             "evaluator": {"kind": "nasbench_graph", "settings": {"dataset": "cora"}, "batch_size": 20,
                           "deployment": "evaluate-batch/evaluate-local", "deployment_timeout_s": timeout_s},
-            "seeds": {"n": seeds}, "train": {"epochs": 3, "batch_size": 32}, "prune": {"k": 2},
+            "seeds": {"n": seeds}, "train": {"epochs": 3, "batch_size": 32}, "prune": {"k": 2}, "build": {"enabled": seeds >= 40},
             "search": {"enabled": False}, "winners": {"top": 1}, "tracking": {"experiment": "postgres-stack"}}
 
 
