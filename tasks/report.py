@@ -851,6 +851,42 @@ def _search(d: RunData) -> str:
     return "".join(out)
 
 
+def _rounds(d: RunData) -> str:
+    """What the ranker learned, round by round (iterative search): held-out Spearman, the pruned
+    space, top unit configurations that changed, and where the model's good picks came from."""
+    rounds = [(which, r) for which, s in d.searches.items() for r in (s.get("rounds") or [])]
+    if not rounds:
+        return _note("No search rounds in this run: the iterative methods (search.method autobuild or predictor) record them.")
+    fig = _figure(7.0, 3.4)
+    ax1, ax2 = fig.subplots(1, 2)
+    xs = [r.get("round") for _, r in rounds]
+    ax1.plot(xs, [math.nan if r.get("val_spearman") is None else r["val_spearman"] for _, r in rounds], marker="o", color="#222222")
+    ax1.set_xlabel("round")
+    ax1.set_ylabel("held-out Spearman (ensemble mean)")
+    ax1.set_ylim(-1, 1)
+    sources = sorted({src for _, r in rounds for src in (r.get("source_percentile") or {})})
+    for src in sources:
+        ys = [(r.get("source_percentile") or {}).get(src, [math.nan])[0] for _, r in rounds]
+        ax2.plot(xs, ys, marker=".", label=src)
+    ax2.set_xlabel("round")
+    ax2.set_ylabel("mean percentile of model picks (1 = best)")
+    ax2.set_ylim(0, 1)
+    if sources:
+        ax2.legend(fontsize=8, title="pick came from", title_fontsize=8)
+    rows = []
+    for _, r in rounds:
+        pr = r.get("pruned") or {}
+        changed = "; ".join(f"unit {c['unit']}: {c['before']} → {c['after']}" for c in r.get("changed") or []) or "–"
+        picks = ", ".join(f"{src} {v[0]:.2f} (n={v[1]})" for src, v in (r.get("source_percentile") or {}).items()) or "–"
+        rows.append((r.get("round"), r.get("n_evaluated"), r.get("val_spearman"), pr.get("size"), changed, picks, len(r.get("batch") or [])))
+    table = _table(["round", "trained on", "held-out Spearman", "pruned space size", "top configuration changed",
+                    "model picks so far: mean percentile by origin", "batch"], rows, [True, True, True, True, False, False, True])
+    return (_img(fig, "search rounds") + table
+            + _note("Held-out Spearman: the ranker ensemble on its validation splits (few points in early rounds). "
+                    "Origin of a pick: neighbour (one edit from the best so far), units (the unit-score-pruned space), "
+                    "uniform (random). Unit scores of each round: round_NNN_unit_scores.csv in the search stage."))
+
+
 def _pareto(d: RunData) -> str:
     objs = d.objectives()
     if len(objs) != 2:
@@ -899,6 +935,7 @@ SECTIONS = (
     Section("training", "Ranker training curves", _training),
     Section("architecture", "Built architecture", _architecture),
     Section("search", "Search trajectory", _search),
+    Section("rounds", "Search rounds: what the ranker learned", _rounds),
     Section("pareto", "Pareto front", _pareto),
 )
 

@@ -41,6 +41,9 @@ def test_end_to_end_run_summary_and_mlflow(uninterrupted):
     for stage in ("sample", "evaluate", "train_ranker", "score", "build_prune", "search", "winners", "total"):
         assert stage in s["stage_seconds"]
     assert s["search"]["n_eval"] == 40 and s["search"]["method"] == "autobuild" and s["search"]["rounds"] >= 1
+    # the report shows every round (held-out Spearman, pruned space, changes, where the picks came from)
+    rounds_html = (out / "report.html").read_text(encoding="utf-8").split('id="rounds"')[1].split("</section>")[0]
+    assert "<img " in rounds_html and rounds_html.count("<tr>") - 1 == s["search"]["rounds"]
 
     # MLflow: parent + children with explicit parent ids, artifacts, registered models
     from mlflow import MlflowClient

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 INJECTED = '<script>alert("pwned")</script>'
 SECTION_TITLES = ("Run overview", "Training-protocol calibration", "Feature-value effects (model estimate)", "FE-MLP scalars (paper read-out; not an effect estimate)",
                   "Top unit configurations", "Per-hop Spearman",
-                  "Ranker training curves", "Built architecture", "Search trajectory", "Pareto front")
+                  "Ranker training curves", "Built architecture", "Search trajectory", "Search rounds: what the ranker learned", "Pareto front")
 OBJECTIVES = [{"expr": "cifar10_test_acc", "direction": "maximize"}, {"expr": "latency_pixel3", "direction": "minimize"}]
 
 

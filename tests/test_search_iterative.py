@@ -88,6 +88,8 @@ def test_prior_observations_and_on_round(nbg):
     assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
     assert all(isinstance(c, dict) and {"unit", "before", "after"} <= set(c) for r in rounds for c in r["changed"])
     assert all(r["val_spearman"] is None or -1 <= r["val_spearman"] <= 1 for r in rounds)
+    # each round keeps the batch it proposed (not emptied as the driver takes proposals)
+    assert all(len(r["batch"]) >= 1 for r in rounds) and sum(len(r["batch"]) for r in rounds) >= 40 - 12
 
 
 def test_rounds_record_where_picks_came_from_and_credit_gates_the_pruned_share(nbg):

@@ -238,7 +238,7 @@ class IterativeAutoBuild(SearchStrategy):
         pool = self._pool(targets, pruned, share)
         n = s.batch(len(self._obs))
         batch = self._select(pool, ensembles, targets, n, stalled)
-        info.update(batch=batch, pool_size=len(pool), stalled=stalled, seconds=time.time() - t0)
+        info.update(batch=list(batch), pool_size=len(pool), stalled=stalled, seconds=time.time() - t0)
         self.rounds.append({k: v for k, v in info.items() if k != "unit_scores"})
         if self.on_round is not None:
             self.on_round(info)
