@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from search_spaces.errors import ConfigError
 
-from .stack import wait_http
+from .stack import kill_groups, wait_http
 
 STATE_FILE = Path(".autobuild") / "serve.json"
 
@@ -306,27 +305,7 @@ def _serve_stop(quiet: bool = False) -> int:
         return 0
     state = json.loads(STATE_FILE.read_text())
     pids = state.get("pids", {})
-    for name in ("worker", "mlflow_server", "prefect_server"):
-        pid = pids.get(name)
-        if pid and _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGTERM)  # each service was started in its own session
-            except OSError:
-                pass
-    deadline = time.time() + 15
-    for pid in pids.values():
-        while _alive(pid) and time.time() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:
-                pass
-            time.sleep(0.2)
-        if _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    kill_groups([pids.get(name) for name in ("worker", "mlflow_server", "prefect_server")])  # each in its own session
     STATE_FILE.unlink(missing_ok=True)
     if not quiet:
         print(f"stopped {', '.join(f'{k} ({v})' for k, v in pids.items())}")

@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterable
 
 from search_spaces.errors import ConfigError
 
@@ -175,21 +176,30 @@ def alive(pid: int | None) -> bool:
 
 def kill_group(pid: int | None, timeout: float = 15.0) -> None:
     """SIGTERM the process group ``pid`` leads, SIGKILL what is left after ``timeout``."""
-    if not pid or not alive(pid):
-        return
+    kill_groups([pid], timeout)
+
+
+def kill_groups(pids: Iterable[int | None], timeout: float = 15.0) -> None:
+    """:func:`kill_group` for several process groups at once: all get SIGTERM together, so stopping
+    N processes takes the slowest one's time, not the sum."""
+    live = [p for p in pids if p and alive(p)]
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except OSError:
-            return
-        deadline = time.time() + wait
-        while time.time() < deadline and alive(pid):
+        for pid in list(live):
             try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.2)
-        if not alive(pid):
+                os.killpg(pid, sig)
+            except OSError:
+                live.remove(pid)
+        deadline = time.time() + wait
+        while live and time.time() < deadline:
+            for pid in live:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            live = [p for p in live if alive(p)]
+            if live:
+                time.sleep(0.2)
+        if not live:
             return
 
 
@@ -395,10 +405,11 @@ class Stack:
     def stop(self) -> list[str]:
         pids = self.state.get("pids", {})
         stopped = []
-        for name in sorted((n for n in pids if n.startswith("worker-")), reverse=True) + ["mlflow_server", "prefect_server"]:
-            if alive(pids.get(name)):
-                kill_group(pids[name])
-                stopped.append(name)
+        # workers first (they talk to both servers), then both servers; each group at once
+        for group in (sorted(n for n in pids if n.startswith("worker-")), ["mlflow_server", "prefect_server"]):
+            names = [n for n in group if alive(pids.get(n))]
+            kill_groups([pids[n] for n in names])
+            stopped += names
         if alive(pids.get("postgres")) or (self.pgdata / "postmaster.pid").is_file():
             self.stop_postgres()
             stopped.append("postgres")

@@ -290,7 +290,7 @@ def test_worker_sigkilled_mid_batch(served):
     """The worker holding a batch and the batch's process are SIGKILLed: the driver times the batch
     out and retries it on the restarted worker (or the run is rerun); nothing lost or duplicated."""
     run_dir = served.work / "fault-worker"
-    fid = served.trigger("fault-worker", run_dir, timeout_s=45)
+    fid = served.trigger("fault-worker", run_dir, timeout_s=30)
 
     def in_flight():
         """A batch of this run that is pending or running, and its process (batches of tiny lookups
