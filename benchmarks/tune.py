@@ -26,6 +26,8 @@ VARIANTS: dict[str, list[str]] = {
     "marginal": ["search.options.unit_scoring=marginal"],
     "keep75": ["search.options.keep_exponent=0.75"],
     "credit": ["search.options.units_credit=true"],
+    "parents20": ["search.options.pool_parents=20", "search.options.pool_mutations=800"],
+    "explore30": ["search.options.explore_fraction=0.3"],
 }
 REFERENCES = ("tpe", "rea", "predictor", "random")
 
