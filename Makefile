@@ -52,10 +52,10 @@ run: setup
 	$(VENV)/bin/autobuild run -c $(CONFIG) --out $(RUN_DIR)
 
 # pytest exit status 5 (no tests collected) counts as success with a warning.
-# Most tests wait on servers and subprocesses more than they compute: the main suite runs on 2
-# pytest-xdist workers (whole files per worker; tests/conftest.py gives each worker its own Prefect
-# home and MLflow store, and makes the shared tiny run once), and the PostgreSQL stack tests (marker `postgres`) run in a third pytest
-# process beside it. The suite fails if either fails.
+# The main suite runs on 2 pytest-xdist workers (whole files per worker; tests/conftest.py gives
+# each worker its own Prefect home and MLflow store and makes the shared tiny run once); the
+# PostgreSQL stack tests (marker `postgres`), which mostly wait on their own servers, run in a third
+# pytest process beside it. The suite fails if either fails.
 TEST_ENV = env -u PREFECT_API_URL PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 MPLBACKEND=Agg
 
 test: setup

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from search_spaces.errors import ConfigError
 
-from .stack import kill_groups, wait_http
+from .stack import alive, kill_groups, wait_http
 
 STATE_FILE = Path(".autobuild") / "serve.json"
 
@@ -237,7 +237,7 @@ def cmd_serve(args) -> int:
         return stack.serve(args, STATE_FILE)
     if STATE_FILE.is_file():
         state = json.loads(STATE_FILE.read_text())
-        alive = [p for p in state.get("pids", {}).values() if _alive(p)]
+        alive = [p for p in state.get("pids", {}).values() if alive(p)]
         if alive:
             raise ConfigError(f"`autobuild serve` already runs (PIDs {alive}); stop it with `autobuild serve --stop`.")
     for port in (args.prefect_port, args.mlflow_port):
@@ -288,14 +288,6 @@ def cmd_serve(args) -> int:
 def _write_state(pids: dict, api: str, mlflow_uri: str, home: Path) -> None:
     STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
     STATE_FILE.write_text(json.dumps({"pids": pids, "prefect_api_url": api, "mlflow_tracking_uri": mlflow_uri, "home": str(home)}, indent=1))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
 
 
 def _serve_stop(quiet: bool = False) -> int:

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from search_spaces.errors import ConfigError
+from search_spaces.errors import ConfigError, suggest
 
 from .config_model import ConfigModel
 
@@ -33,8 +33,6 @@ class RankerConfig(ConfigModel):
     @classmethod
     def _known_gnn(cls, v: str) -> str:
         if v not in GNN_TYPES:
-            from search_spaces.errors import suggest
-
             raise ValueError(f"not supported.{suggest(v, GNN_TYPES)} Choose one of {', '.join(GNN_TYPES)}")
         return v
 
@@ -42,8 +40,6 @@ class RankerConfig(ConfigModel):
     def preset(cls, name: str) -> "RankerConfig":
         """The named preset's ranker settings ("default" or "paper"); see ``autobuild_core.train.PRESETS``."""
         if name not in RANKER_PRESETS:
-            from search_spaces.errors import ConfigError, suggest
-
             raise ConfigError(f"Unknown ranker preset {name!r}.{suggest(name, RANKER_PRESETS)} Choose one of {', '.join(RANKER_PRESETS)}.")
         return cls(**RANKER_PRESETS[name])
 
@@ -80,8 +76,6 @@ class TrainConfig(ConfigModel):
     def preset(cls, name: str, **overrides) -> "TrainConfig":
         """The named preset's training settings ("default" or "paper"), with optional overrides."""
         if name not in TRAIN_PRESETS:
-            from search_spaces.errors import suggest
-
             raise ConfigError(f"Unknown training preset {name!r}.{suggest(name, TRAIN_PRESETS)} Choose one of {', '.join(TRAIN_PRESETS)}.")
         return cls(**{**TRAIN_PRESETS[name], **overrides})
 

@@ -38,13 +38,13 @@ pytestmark = [pytest.mark.server, pytest.mark.postgres, pytest.mark.slow, pytest
               pytest.mark.skipif(pgstack.pg_available() is not None, reason=f"PostgreSQL unavailable: {pgstack.pg_available()}")]
 
 
-def tiny_config(name: str, timeout_s: float = 120.0, seeds: int = 40) -> dict:
-    """A tiny run; with fewer than 40 seeds (the load runs) also no built architecture, so each load
-    run holds exactly one evaluation batch (one flow run) and costs the shared CPUs least."""
+def tiny_config(name: str, timeout_s: float = 120.0, seeds: int = 40, build: bool = True) -> dict:
+    """A tiny run. The load runs take one batch of seeds and no built architecture, so each holds
+    exactly one evaluation batch (one flow run) and costs the shared CPUs least."""
     return {"name": name, "space": "nasbench_graph", "target": "acc",
             "evaluator": {"kind": "nasbench_graph", "settings": {"dataset": "cora"}, "batch_size": 20,
                           "deployment": "evaluate-batch/evaluate-local", "deployment_timeout_s": timeout_s},
-            "seeds": {"n": seeds}, "train": {"epochs": 3, "batch_size": 32}, "prune": {"k": 2}, "build": {"enabled": seeds >= 40},
+            "seeds": {"n": seeds}, "train": {"epochs": 3, "batch_size": 32}, "prune": {"k": 2}, "build": {"enabled": build},
             "search": {"enabled": False}, "winners": {"top": 1}, "tracking": {"experiment": "postgres-stack"}}
 
 
@@ -84,11 +84,11 @@ class Served:
                     raise
             time.sleep(1.0)
 
-    def trigger(self, name: str, run_dir: Path, timeout_s: float = 120.0, seeds: int = 40) -> str:
+    def trigger(self, name: str, run_dir: Path, timeout_s: float = 120.0, seeds: int = 40, build: bool = True) -> str:
         if "autobuild/quickstart" not in self.dep_ids:
             self.dep_ids["autobuild/quickstart"] = self.api("GET", "/deployments/name/autobuild/quickstart")["id"]
         fr = self.api("POST", f"/deployments/{self.dep_ids['autobuild/quickstart']}/create_flow_run",
-                      {"parameters": {"config": tiny_config(name, timeout_s, seeds), "run_dir": str(run_dir)}})
+                      {"parameters": {"config": tiny_config(name, timeout_s, seeds, build), "run_dir": str(run_dir)}})
         return fr["id"]
 
     def flow_run(self, fid: str) -> dict:
@@ -244,7 +244,7 @@ def served():
 def load(served):
     """8 runs triggered at once through the API, before any fault is injected."""
     t0 = time.time()
-    runs = {served.trigger(f"load-{i}", served.work / f"load-{i}", timeout_s=300, seeds=LOAD_SEEDS): served.work / f"load-{i}" for i in range(N_LOAD)}
+    runs = {served.trigger(f"load-{i}", served.work / f"load-{i}", timeout_s=300, seeds=LOAD_SEEDS, build=False): served.work / f"load-{i}" for i in range(N_LOAD)}
     return runs, t0
 
 
@@ -271,7 +271,7 @@ def test_eight_runs_at_once_all_complete_once(served, load):
     crashed = {f: f"{fr['state']['name']}: {(fr['state'].get('message') or '')[:120]}" for f, fr in done.items()
                if fr["state"]["type"] != "COMPLETED"}
     before = {fid: snapshot(runs[fid]) for fid in crashed}
-    reruns = {fid: served.trigger(runs[fid].name, runs[fid], timeout_s=300, seeds=LOAD_SEEDS) for fid in crashed}  # all at once
+    reruns = {fid: served.trigger(runs[fid].name, runs[fid], timeout_s=300, seeds=LOAD_SEEDS, build=False) for fid in crashed}  # all at once
     assert all(fr["state"]["type"] == "COMPLETED" for fr in served.wait_final(list(reruns.values()), 600).values())
     for fid, run_dir in runs.items():
         check_complete(served, run_dir, before.get(fid), seeds=LOAD_SEEDS)

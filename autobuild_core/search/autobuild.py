@@ -134,7 +134,7 @@ class IterativeAutoBuild(SearchStrategy):
         self._prev_best: frozenset | None = None
         self._stalled = 0
         self._src: dict = {}  # pool key -> where the candidate came from (neighbour/units/uniform)
-        self._picks: list = []  # (key, round, source, predicted) of every model-chosen proposal
+        self._picks: list = []  # (key, source) of every model-chosen proposal
         self.rounds: list = []  # the info dicts also passed to on_round (without the DataFrame)
 
     # ---- ask / tell ---------------------------------------------------------------------------
@@ -322,7 +322,7 @@ class IterativeAutoBuild(SearchStrategy):
         order = self._scalar_rank(targets)
         pct = {keys[i]: 1.0 - r / max(1, len(keys) - 1) for r, i in enumerate(order)}
         by: dict = {}
-        for k, _, src, _ in self._picks:
+        for k, src in self._picks:
             if k in pct:
                 by.setdefault(src, []).append(pct[k])
         return {src: (float(np.mean(v)), len(v)) for src, v in by.items()}
@@ -371,12 +371,9 @@ class IterativeAutoBuild(SearchStrategy):
             for a in draws:
                 if self.domain.contains(a):
                     add(a)
+        # 3. uniform: the pool_random share, plus the part of pool_units not drawn from the pruned space
         src = "uniform"
-        for _ in range(s.pool_units - n_units):
-            add(self.domain.random_arch(self.rng))
-        # 3. uniform
-        src = "uniform"
-        for _ in range(s.pool_random):
+        for _ in range(s.pool_units - n_units + s.pool_random):
             add(self.domain.random_arch(self.rng))
         return pool
 
@@ -419,7 +416,7 @@ class IterativeAutoBuild(SearchStrategy):
                 taken[i] = True
                 k = self.domain.key(pool[i])
                 out.append(pool[i]), keys.add(k)
-                self._picks.append((k, self._round, self._src.get(k, "uniform"), float(mu[i].mean())))
+                self._picks.append((k, self._src.get(k, "uniform")))
         # model-free exploration: random mutations (1 or 2 edits) of the best evaluated
         archs = [a for a, _ in self._obs.values()]
         parents = [archs[i] for i in self._scalar_rank(targets)[: s.explore_top * (2 if stalled else 1)]]
