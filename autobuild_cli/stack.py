@@ -340,6 +340,7 @@ class Stack:
                     f"database_uri = {self._dsn('postgresql+psycopg2', self.settings['MLFLOW_AUTH_DB'])}\n"
                     f"admin_username = {self.creds['MLFLOW_ADMIN_USER']}\n"
                     f"admin_password = {self.creds['MLFLOW_ADMIN_PASSWORD']}\n"
+                    f"auth_cache_ttl_seconds = {self.settings['MLFLOW_AUTH_CACHE_TTL_SECONDS']}\n"
                     "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
         env = dict(self.base_env(), MLFLOW_AUTH_CONFIG_PATH=str(ini),
                    MLFLOW_FLASK_SERVER_SECRET_KEY=self.creds["MLFLOW_FLASK_SERVER_SECRET_KEY"],

@@ -101,5 +101,6 @@ def test_compose_and_native_stack_share_stack_env():
     init = (DOCKER / "postgres-init" / "10-create-databases.sh").read_text()
     assert "$MLFLOW_DB" in init and "$MLFLOW_AUTH_DB" in init
     src = (Path(stack.__file__)).read_text()
-    for key in ("POSTGRES_DB", "MLFLOW_DB", "MLFLOW_AUTH_DB", "MLFLOW_DEFAULT_PERMISSION", "WORKERS"):
+    assert "auth_cache_ttl_seconds = %s" in text and "$${MLFLOW_AUTH_CACHE_TTL_SECONDS}" in text  # the auth cache, as natively
+    for key in ("POSTGRES_DB", "MLFLOW_DB", "MLFLOW_AUTH_DB", "MLFLOW_DEFAULT_PERMISSION", "MLFLOW_AUTH_CACHE_TTL_SECONDS", "WORKERS"):
         assert f'settings["{key}"]' in src or f"settings['{key}']" in src, key

@@ -3,8 +3,9 @@
 Each case must exit with status 2, print exactly one paragraph (one line, starting
 ``autobuild: error:``) that names what to fix, print no traceback (``--debug`` shows one), and
 leave every file already in the run directory byte-for-byte and mtime-for-mtime as it was, with
-nothing added. All cases are caught before the Prefect server starts, so each costs one CLI
-start-up (a few seconds); they run two at a time in one module fixture to keep the module short.
+nothing added. All cases are caught before the Prefect server starts; they run through the real
+``main`` in one batch process (tests/cli_batch.py), so the module pays one interpreter start-up,
+and the ``--debug`` cases run as `autobuild` processes of their own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,11 +109,12 @@ def _snapshot(d: Path) -> dict:
     return {str(p.relative_to(d)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-def _one(name: str, case: Case, root: Path) -> dict:
+def _prepare(name: str, case: Case, root: Path) -> tuple[Path, list[str], dict]:
+    """The case's run directory with a previous run's outputs (which a failed start must not
+    touch) and its files; returns the directory, the full argv and the directory's snapshot."""
     tmp = root / name
     out = tmp / "run"
     out.mkdir(parents=True)
-    # a previous run's outputs, which a failed start must not touch
     (out / "summary.json").write_text('{"status": "completed", "note": "previous run"}')
     (out / "config.json").write_text('{"name": "previous"}')
     (out / "report.html").write_text("<html>previous</html>")
@@ -121,24 +122,33 @@ def _one(name: str, case: Case, root: Path) -> dict:
         p = Path(rel.replace("{tmp}", str(tmp)).replace("{out}", str(out)))
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
-    before = _snapshot(out)
     args = [a.replace("{tmp}", str(tmp)).replace("{out}", str(out)) for a in case.args]
-    has_out = "--out" in args
-    res = {}
-    for debug in ([False, True] if case.debug else [False]):
-        cmd = AUTOBUILD + (["--debug"] if debug else []) + args + ([] if has_out else ["--out", str(out)])
-        r = subprocess.run(cmd, cwd=REPO, env=_env(tmp), capture_output=True, text=True, timeout=120)
-        res["debug" if debug else "plain"] = r
-    res["before"], res["after"] = before, _snapshot(out)
-    return res
+    return out, args + ([] if "--out" in args else ["--out", str(out)]), _snapshot(out)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
+    """Every case without --debug through the real ``main`` in one batch process (tests/cli_batch.py:
+    one interpreter start-up for all), and the --debug cases as `autobuild` processes of their own
+    beside it, so the uncaught-exception path is a real process exit."""
     root = tmp_path_factory.mktemp("badinput")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futs = {name: pool.submit(_one, name, case, root) for name, case in CASES.items()}
-        return {name: f.result() for name, f in futs.items()}
+    prepared = {name: _prepare(name, case, root) for name, case in CASES.items()}
+    batch = [{"argv": args, "env": _env(root / name), "cwd": str(REPO)} for name, (_, args, _) in prepared.items()]
+    (root / "cases.json").write_text(json.dumps(batch))
+    runner = subprocess.Popen([sys.executable, str(REPO / "tests" / "cli_batch.py"), str(root / "cases.json"), str(root / "results.json")],
+                              cwd=REPO, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    debug = {name: subprocess.run(AUTOBUILD + ["--debug"] + prepared[name][1], cwd=REPO, env=_env(root / name), capture_output=True,
+                                  text=True, timeout=120) for name, case in CASES.items() if case.debug}
+    log, _ = runner.communicate(timeout=300)
+    assert runner.returncode == 0, log[-3000:]
+    plain = json.loads((root / "results.json").read_text())
+    res = {}
+    for (name, (out, args, before)), r in zip(prepared.items(), plain):
+        res[name] = {"plain": subprocess.CompletedProcess(args, r["returncode"], r["stdout"], r["stderr"]),
+                     "before": before, "after": _snapshot(out)}
+        if name in debug:
+            res[name]["debug"] = debug[name]
+    return res
 
 
 @pytest.mark.timeout(400)
