@@ -94,14 +94,24 @@ class Served:
     def flow_run(self, fid: str) -> dict:
         return self.api("GET", f"/flow_runs/{fid}")
 
-    def wait(self, pred, timeout: float, what: str):
+    def wait(self, pred, timeout: float, what):
+        """Poll ``pred`` until it is truthy; ``what`` (text, or a function giving it) names the wait in the failure."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             v = pred()
             if v:
                 return v
             time.sleep(1.0)
-        pytest.fail(f"timed out after {timeout:g}s waiting for {what}; logs in {self.state['home']}")
+        what = what() if callable(what) else what
+        pytest.fail(f"timed out after {timeout:g}s waiting for {what}; the stack's logs (removed after the tests) end:\n{self.log_tails()}")
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The last lines of each of the stack's logs, for a failure message (CI keeps no files)."""
+        out = []
+        for log in sorted(Path(self.state["home"]).glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(out)
 
     def wait_final(self, fids: list[str], timeout: float) -> dict[str, dict]:
         done: dict[str, dict] = {}
@@ -112,9 +122,12 @@ class Served:
                     fr = self.flow_run(f)
                     if fr["state"] and fr["state"]["type"] in FINAL:
                         done[f] = fr
+                    else:
+                        last[f] = (fr["state"] or {}).get("name")
             return len(done) == len(fids)
 
-        self.wait(all_final, timeout, f"{len(fids)} flow run(s) to finish")
+        last: dict[str, str | None] = {}
+        self.wait(all_final, timeout, lambda: f"{len(fids)} flow run(s) to finish (still {sorted(set(last.values()) - {None})})")
         return done
 
     def batches(self, state_type: str | None = None) -> list[dict]:
@@ -129,9 +142,11 @@ class Served:
         tasks = {t["id"] for t in self.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [fid]}}})}
         return [b for b in self.batches(state_type) if b.get("parent_task_run_id") in tasks]
 
-    def run_to_completion(self, fid: str, name: str, run_dir: Path, timeout: float = 300) -> tuple[dict, str]:
+    def run_to_completion(self, fid: str, name: str, run_dir: Path, timeout: float = 480) -> tuple[dict, str]:
         """Wait for ``fid``; when it did not complete, rerun into the same run directory (what a user
-        does). Returns the completed flow run and how it got there: 'retry' or 'rerun'."""
+        does). Returns the completed flow run and how it got there: 'retry' or 'rerun'. The wait is
+        long because a fault run may sit out a whole batch timeout before its retry, and CI machines
+        have run this file about 30 % slower than the machine it was written on."""
         fr = self.wait_final([fid], timeout)[fid]
         if fr["state"]["type"] == "COMPLETED":
             return fr, "retry"
