@@ -1,6 +1,8 @@
 """What a user sees of a served run: one `autobuild serve` -> `autobuild trigger --wait` run (shared
 by every test here) through docs/screenshots.py, then its screenshots, the CLI's printed summary,
-the Prefect logs, graph and Markdown artifacts, and the report.
+the Prefect logs, graph and Markdown artifacts, and the report. This is also the suite's test of
+deploying prefect.yaml (`serve` runs `prefect deploy --all`) and triggering through the REST API
+onto a process worker, with evaluation batches as flow runs of their own.
 
 Numbers a person reads carry at most 4 decimals; the raw values stay in summary.json and the CSVs.
 """
@@ -79,7 +81,8 @@ def served_run(tmp_path_factory) -> dict:
         from mlflow import MlflowClient
 
         summary = json.loads((run_dir / "summary.json").read_text())
-        out["mlflow_status"] = MlflowClient(tracking_uri=served.mlflow).get_run(summary["mlflow_run_id"]).info.status
+        parent = MlflowClient(tracking_uri=served.mlflow).get_run(summary["mlflow_run_id"])
+        out["mlflow_status"], out["mlflow_flow_run_tag"] = parent.info.status, parent.data.tags.get("prefect.flow_run_id")
         out["flow_run_id"], out["api"], out["mlflow"] = fr_id, served.api, served.mlflow
         out["models"] = _load_served_models(summary, served.mlflow)
         out["markdown"] = served.markdown_artifacts(fr_id)
@@ -87,6 +90,7 @@ def served_run(tmp_path_factory) -> dict:
         out["task_runs"] = [t["name"] for t in _get(served.api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [fr_id]}}})]
         subs = _get(served.api, "/flow_runs/filter", {"flows": {"name": {"any_": ["evaluate-batch"]}}})
         out["subflows"] = [f["name"] for f in subs]
+        out["subflow_states"] = [(f["state"] or {}).get("type") for f in subs]
         out["batch_logs"] = [row["message"] for row in _get(served.api, "/logs/filter",
                                                              {"logs": {"flow_run_id": {"any_": [f["id"] for f in subs]}}, "limit": 200})]
         t1 = time.perf_counter()
@@ -109,6 +113,9 @@ def test_cli_serve_trigger_and_stop(served_run):
     assert f"http://127.0.0.1:{api_port}" in served_run["serve_stdout"] and served_run["mlflow"] in served_run["serve_stdout"]
     assert s["status"] == "completed" and s["prefect_flow_run_id"] == served_run["flow_run_id"]
     assert s["mlflow_tracking_uri"] == served_run["mlflow"] and served_run["mlflow_status"] == "FINISHED"
+    assert served_run["mlflow_flow_run_tag"] == served_run["flow_run_id"]  # the MLflow run names its Prefect flow run
+    # evaluations ran as flow runs of the evaluate-batch deployment (deployed from prefect.yaml by serve), all completed
+    assert served_run["subflow_states"] and set(served_run["subflow_states"]) == {"COMPLETED"}, served_run["subflow_states"]
     assert s["evaluations"]["total"] >= 40 and s["evaluations"]["failed"] == 0
     serve_json = served_run["run_dir"].parent / "project" / ".autobuild" / "serve.json"
     assert f"Prefect API: {served_run['api']} (from {serve_json})" in served_run["trigger_stdout"]
