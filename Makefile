@@ -55,8 +55,10 @@ run: setup
 # The main suite runs on 2 pytest-xdist workers (whole files per worker; tests/conftest.py gives
 # each worker its own Prefect home and MLflow store and makes the shared tiny run once); the
 # PostgreSQL stack tests (marker `postgres`), which mostly wait on their own servers, run in a third
-# pytest process beside it. The suite fails if either fails.
-TEST_ENV = env -u PREFECT_API_URL PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 MPLBACKEND=Agg
+# pytest process beside it. The suite fails if either fails. Every test process, and every process
+# it starts, computes on one thread: a dozen processes share 2 cores here, and idle threads of
+# oversubscribed thread pools spin and burn CPU the others need.
+TEST_ENV = env -u PREFECT_API_URL PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 MPLBACKEND=Agg OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: setup
 	@mkdir -p $(TEST_HOME)

@@ -180,7 +180,7 @@ def test_bench_search_end_to_end(shared_dir, tmp_path):
         warnings.simplefilter("ignore")
         rc = main(["bench", "search", "--space", "nb201", "--table", str(table), "--budgets", "20,24", "--repeats", "1",
                    "--methods", "autobuild,autobuild-build,random,rea,tpe", "--set", "seeds.n=10", "--set", "train.epochs=5",
-                   "--json", str(out), "--quiet"])
+                   "--set", "search.options={ensemble: 1, graph_passes: 100, epochs_min: 2, epochs_max: 3}", "--json", str(out), "--quiet"])
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["optimum"] == pytest.approx(94.3733, abs=1e-3)
