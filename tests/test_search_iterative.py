@@ -116,6 +116,31 @@ def test_rounds_record_where_picks_came_from_and_credit_gates_the_pruned_share(n
     assert any(r["units_share"] == 0.0 for r in runs[True])  # on this seed the pruned-space picks do rank lower
 
 
+def test_ridge_members_fit_an_additive_table_and_join_the_ensemble(nbg):
+    """The probe option ``ridge_members``: each bootstrap ridge recovers an additive function of the
+    one-hot encoding, and a search with them stays deterministic, within budget, without repeats."""
+    from autobuild_core.search import as_domain
+    from autobuild_core.search.autobuild import IterativeAutoBuild, _fit_ridges
+
+    rng = np.random.default_rng(0)
+    x = np.eye(4)[rng.integers(0, 4, 300)]
+    y = x @ np.array([0.0, 1.0, 2.0, 3.0]) + 0.01 * rng.normal(size=300)
+    for w, b in _fit_ridges(x, y, 2, [7]):
+        assert np.abs(x @ w + b - y).max() < 0.1  # ridge shrinks a little (alpha 1 on ~75 rows a level)
+    space, table = nbg
+    runs = []
+    for _ in range(2):
+        obj = TableObjective(space, table)
+        res = _search("autobuild", space, obj, 30, seed=2, settings={**FAST, "ridge_members": 2})
+        keys = [space.key(a) for a in obj.seen]
+        assert res.n_eval == 30 and len(set(keys)) == 30
+        runs.append(keys)
+    assert runs[0] == runs[1]
+    strat = IterativeAutoBuild(as_domain(space, key=space.key), ["maximize"], 0, 30, settings={**FAST, "ridge_members": 1})
+    onehot = strat._onehot(space.sample(3, seed=1))
+    assert onehot.shape == (3, sum(d.size for d in strat.domain.dims)) and (onehot.sum(1) == len(strat.domain.dims)).all()
+
+
 def test_predictor_has_no_unit_scores(nbg):
     space, table = nbg
     rounds = []

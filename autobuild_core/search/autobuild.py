@@ -62,6 +62,8 @@ class IterativeSettings(BaseModel):
     units_credit_min: int = Field(4, ge=1, description="evaluated pruned-space proposals needed before units_credit judges them")
     units_credit_floor: float = Field(0.25, ge=0, le=1, description="share of pool_units still drawn from the pruned space while "
                                       "it is distrusted (so its credit can recover)")
+    ridge_members: int = Field(0, ge=0, description="(probe, not the default) bootstrap ridge regressions on the one-hot "
+                               "encoding added to each ranker ensemble: on noisy tables a linear model ranks as well as the GNN")
     pool_random: int = Field(400, ge=0, description="pool share drawn uniformly from the domain")
     keep_exponent: float = Field(0.5, gt=0, le=1, description="the pruned space keeps the top ceil(n_u ** keep_exponent) "
                                  "configurations of unit u (all global choices are kept)")
@@ -129,6 +131,7 @@ class IterativeAutoBuild(SearchStrategy):
         self._pending: set = set()
         self._queue: list = []
         self._round = 0
+        self._ridges: list = []  # per objective: [(weights, intercept)] of the ridge members (ridge_members > 0)
         self._prev_top: list | None = None
         self._init: list | None = None
         self._prev_best: frozenset | None = None
@@ -215,6 +218,8 @@ class IterativeAutoBuild(SearchStrategy):
             y = transform_targets(vals[:, j], d, s.clip_quantile)
             targets.append(y)
             ensembles.append(self._train(archs, y, j) if np.std(y) > 0 else [])
+        self._ridges = [_fit_ridges(self._onehot(archs), y, s.ridge_members, [self.seed, self._round, j])
+                        if s.ridge_members and ens else [] for j, (ens, y) in enumerate(zip(ensembles, targets))]
         info: dict[str, Any] = {"round": self._round, "n_evaluated": len(self._obs), "epochs": self._epochs}
         members = [[_val_spearman(t) for t in ens] for ens in ensembles]
         flat = [x for row in members for x in row if x is not None and np.isfinite(x)]
@@ -382,12 +387,14 @@ class IterativeAutoBuild(SearchStrategy):
         from search_spaces.graph import GraphSet
 
         gs = GraphSet([self.space.to_graph(a) for a in pool])
+        ridges = self._ridges or [[] for _ in ensembles]
+        x = self._onehot(pool) if any(ridges) else None
         means, stds = [], []
-        for ens in ensembles:
+        for ens, rid in zip(ensembles, ridges):
             if not ens:
                 means.append(np.zeros(len(pool))), stds.append(np.zeros(len(pool)))
                 continue
-            p = np.stack([_predict_graphs(t, gs) for t in ens])
+            p = np.stack([_predict_graphs(t, gs) for t in ens] + [x @ w + b for w, b in rid])
             means.append(p.mean(0)), stds.append(p.std(0))
         return np.stack(means, 1), np.stack(stds, 1)
 
@@ -435,6 +442,33 @@ class IterativeAutoBuild(SearchStrategy):
             if not self._seen(k) and k not in keys:
                 out.append(a), keys.add(k)
         return out or [self.domain.random_arch(self.rng)]
+
+
+    def _onehot(self, archs: list) -> np.ndarray:
+        """One-hot rows of the domain's encoding (a row of zeros where an architecture has none)."""
+        sizes = [d.size for d in self.domain.dims]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+        x = np.zeros((len(archs), int(sum(sizes))))
+        for r, a in enumerate(archs):
+            idx = self.domain.encode(a)
+            if idx is not None:
+                x[r, offsets + np.asarray(idx, dtype=int)] = 1.0
+        return x
+
+
+def _fit_ridges(x: np.ndarray, y: np.ndarray, members: int, seed: list, alpha: float = 1.0) -> list:
+    """``members`` ridge regressions (closed form, intercept unpenalised), each on a bootstrap
+    resample of (x, y); returns [(weights, intercept)]."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    out = []
+    for _ in range(members):
+        i = rng.integers(0, len(y), len(y))
+        xs, ys = x[i], y[i]
+        xm, ym = xs.mean(0), ys.mean()
+        xc = xs - xm
+        w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (ys - ym))
+        out.append((w, float(ym - xm @ w)))
+    return out
 
 
 class PredictorGuided(IterativeAutoBuild):
