@@ -29,6 +29,7 @@ VARIANTS: dict[str, list[str]] = {
     "parents20": ["search.options.pool_parents=20", "search.options.pool_mutations=800"],
     "explore30": ["search.options.explore_fraction=0.3"],
     "ridge2": ["search.options.ridge_members=2"],
+    "units100": ["search.options.units_until=100"],
 }
 REFERENCES = ("tpe", "rea", "predictor", "random")
 

@@ -141,6 +141,20 @@ def test_ridge_members_fit_an_additive_table_and_join_the_ensemble(nbg):
     assert onehot.shape == (3, sum(d.size for d in strat.domain.dims)) and (onehot.sum(1) == len(strat.domain.dims)).all()
 
 
+def test_units_until_stops_drawing_from_the_pruned_space(nbg):
+    """``units_until``: rounds before that many evaluations draw the pruned-space share, later ones
+    none (unit scores and the pruned space are still computed and recorded every round)."""
+    space, table = nbg
+    rounds = []
+    res = _search("autobuild", space, TableObjective(space, table), 50, seed=4, settings={**FAST, "units_until": 30},
+                  on_round=rounds.append)
+    assert res.n_eval == 50
+    trained = [r for r in rounds if r["pruned"] is not None]
+    assert trained and all(r["units_share"] == (0.0 if r["n_evaluated"] >= 30 else 1.0) for r in trained), \
+        [(r["n_evaluated"], r["units_share"]) for r in trained]
+    assert any(r["n_evaluated"] >= 30 for r in trained) and all(r["unit_scores"] is not None for r in trained)
+
+
 def test_predictor_has_no_unit_scores(nbg):
     space, table = nbg
     rounds = []

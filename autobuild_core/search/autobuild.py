@@ -62,6 +62,9 @@ class IterativeSettings(BaseModel):
     units_credit_min: int = Field(4, ge=1, description="evaluated pruned-space proposals needed before units_credit judges them")
     units_credit_floor: float = Field(0.25, ge=0, le=1, description="share of pool_units still drawn from the pruned space while "
                                       "it is distrusted (so its credit can recover)")
+    units_until: int = Field(0, ge=0, description="(probe, not the default) draw no pool share from the pruned space once this "
+                             "many evaluations are in (0: always draw it): unit scores to find good regions early, the "
+                             "neighbours of the best to refine them late")
     ridge_members: int = Field(0, ge=0, description="(probe, not the default) bootstrap ridge regressions on the one-hot "
                                "encoding added to each ranker ensemble: on noisy tables a linear model ranks as well as the GNN")
     pool_random: int = Field(400, ge=0, description="pool share drawn uniformly from the domain")
@@ -335,6 +338,8 @@ class IterativeAutoBuild(SearchStrategy):
     def _units_share(self, credit: dict) -> float:
         """Share of ``pool_units`` drawn from the pruned space this round (the rest uniformly)."""
         s = self.settings
+        if s.units_until and len(self._obs) >= s.units_until:
+            return 0.0
         if not s.units_credit or "units" not in credit or credit["units"][1] < s.units_credit_min:
             return 1.0
         n_other = sum(n for src, (_, n) in credit.items() if src != "units")
