@@ -30,6 +30,7 @@ VARIANTS: dict[str, list[str]] = {
     "explore30": ["search.options.explore_fraction=0.3"],
     "ridge2": ["search.options.ridge_members=2"],
     "units100": ["search.options.units_until=100"],
+    "trust50": ["search.options.units_min_spearman=0.5"],
 }
 REFERENCES = ("tpe", "rea", "predictor", "random")
 

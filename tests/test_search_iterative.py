@@ -141,9 +141,10 @@ def test_ridge_members_fit_an_additive_table_and_join_the_ensemble(nbg):
     assert onehot.shape == (3, sum(d.size for d in strat.domain.dims)) and (onehot.sum(1) == len(strat.domain.dims)).all()
 
 
-def test_units_until_stops_drawing_from_the_pruned_space(nbg):
+def test_units_until_and_units_min_spearman_stop_drawing_from_the_pruned_space(nbg):
     """``units_until``: rounds before that many evaluations draw the pruned-space share, later ones
-    none (unit scores and the pruned space are still computed and recorded every round)."""
+    none (unit scores and the pruned space are still computed and recorded every round);
+    ``units_min_spearman``: none while the rankers' mean held-out Spearman is below it."""
     space, table = nbg
     rounds = []
     res = _search("autobuild", space, TableObjective(space, table), 50, seed=4, settings={**FAST, "units_until": 30},
@@ -153,6 +154,15 @@ def test_units_until_stops_drawing_from_the_pruned_space(nbg):
     assert trained and all(r["units_share"] == (0.0 if r["n_evaluated"] >= 30 else 1.0) for r in trained), \
         [(r["n_evaluated"], r["units_share"]) for r in trained]
     assert any(r["n_evaluated"] >= 30 for r in trained) and all(r["unit_scores"] is not None for r in trained)
+    # units_min_spearman: no pruned-space share once the rankers' mean held-out Spearman so far is below it
+    rounds = []
+    _search("autobuild", space, TableObjective(space, table), 50, seed=4, settings={**FAST, "units_min_spearman": 0.999},
+            on_round=rounds.append)
+    seen = []
+    for r in (r for r in rounds if r["pruned"] is not None):
+        seen += [r["val_spearman"]] if r["val_spearman"] is not None else []
+        assert r["units_share"] == (0.0 if seen and np.mean(seen) < 0.999 else 1.0), (r["round"], r["val_spearman"], r["units_share"])
+    assert seen, "no round had a held-out Spearman"
 
 
 def test_predictor_has_no_unit_scores(nbg):

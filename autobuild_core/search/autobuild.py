@@ -65,6 +65,9 @@ class IterativeSettings(BaseModel):
     units_until: int = Field(0, ge=0, description="(probe, not the default) draw no pool share from the pruned space once this "
                              "many evaluations are in (0: always draw it): unit scores to find good regions early, the "
                              "neighbours of the best to refine them late")
+    units_min_spearman: float = Field(0.0, ge=0, le=1, description="(probe, not the default) draw no pool share from the pruned "
+                                      "space while the rankers' held-out Spearman, averaged over the rounds so far, is below this "
+                                      "(0: always draw it): unit scores from a weak ranker steer the pool away from the good region")
     ridge_members: int = Field(0, ge=0, description="(probe, not the default) bootstrap ridge regressions on the one-hot "
                                "encoding added to each ranker ensemble: on noisy tables a linear model ranks as well as the GNN")
     pool_random: int = Field(400, ge=0, description="pool share drawn uniformly from the domain")
@@ -241,7 +244,7 @@ class IterativeAutoBuild(SearchStrategy):
         self._prev_best = best
         stalled = bool(s.stall_rounds) and self._stalled >= s.stall_rounds
         info["source_percentile"] = self._source_credit(targets)
-        share = self._units_share(info["source_percentile"]) if pruned is not None else 0.0
+        share = self._units_share(info["source_percentile"], info["val_spearman"]) if pruned is not None else 0.0
         info["units_share"] = share
         pool = self._pool(targets, pruned, share)
         n = s.batch(len(self._obs))
@@ -335,10 +338,13 @@ class IterativeAutoBuild(SearchStrategy):
                 by.setdefault(src, []).append(pct[k])
         return {src: (float(np.mean(v)), len(v)) for src, v in by.items()}
 
-    def _units_share(self, credit: dict) -> float:
+    def _units_share(self, credit: dict, val_spearman: float | None = None) -> float:
         """Share of ``pool_units`` drawn from the pruned space this round (the rest uniformly)."""
         s = self.settings
         if s.units_until and len(self._obs) >= s.units_until:
+            return 0.0
+        seen = [r["val_spearman"] for r in self.rounds if r["val_spearman"] is not None] + ([val_spearman] if val_spearman is not None else [])
+        if s.units_min_spearman and seen and float(np.mean(seen)) < s.units_min_spearman:
             return 0.0
         if not s.units_credit or "units" not in credit or credit["units"][1] < s.units_credit_min:
             return 1.0
