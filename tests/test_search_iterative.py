@@ -118,7 +118,7 @@ def test_rounds_record_where_picks_came_from_and_credit_gates_the_pruned_share(n
 
 def test_ridge_members_fit_an_additive_table_and_join_the_ensemble(nbg):
     """The probe option ``ridge_members``: each bootstrap ridge recovers an additive function of the
-    one-hot encoding, and a search with them stays deterministic, within budget, without repeats."""
+    one-hot encoding, and a search with them stays within budget, without repeats."""
     from autobuild_core.search import as_domain
     from autobuild_core.search.autobuild import IterativeAutoBuild, _fit_ridges
 
@@ -128,14 +128,9 @@ def test_ridge_members_fit_an_additive_table_and_join_the_ensemble(nbg):
     for w, b in _fit_ridges(x, y, 2, [7]):
         assert np.abs(x @ w + b - y).max() < 0.1  # ridge shrinks a little (alpha 1 on ~75 rows a level)
     space, table = nbg
-    runs = []
-    for _ in range(2):
-        obj = TableObjective(space, table)
-        res = _search("autobuild", space, obj, 30, seed=2, settings={**FAST, "ridge_members": 2})
-        keys = [space.key(a) for a in obj.seen]
-        assert res.n_eval == 30 and len(set(keys)) == 30
-        runs.append(keys)
-    assert runs[0] == runs[1]
+    obj = TableObjective(space, table)
+    res = _search("autobuild", space, obj, 30, seed=2, settings={**FAST, "ridge_members": 2})
+    assert res.n_eval == 30 and len({space.key(a) for a in obj.seen}) == 30
     strat = IterativeAutoBuild(as_domain(space, key=space.key), ["maximize"], 0, 30, settings={**FAST, "ridge_members": 1})
     onehot = strat._onehot(space.sample(3, seed=1))
     assert onehot.shape == (3, sum(d.size for d in strat.domain.dims)) and (onehot.sum(1) == len(strat.domain.dims)).all()
@@ -147,16 +142,16 @@ def test_units_until_and_units_min_spearman_stop_drawing_from_the_pruned_space(n
     ``units_min_spearman``: none while the rankers' mean held-out Spearman is below it."""
     space, table = nbg
     rounds = []
-    res = _search("autobuild", space, TableObjective(space, table), 50, seed=4, settings={**FAST, "units_until": 30},
+    res = _search("autobuild", space, TableObjective(space, table), 40, seed=4, settings={**FAST, "units_until": 30},
                   on_round=rounds.append)
-    assert res.n_eval == 50
+    assert res.n_eval == 40
     trained = [r for r in rounds if r["pruned"] is not None]
     assert trained and all(r["units_share"] == (0.0 if r["n_evaluated"] >= 30 else 1.0) for r in trained), \
         [(r["n_evaluated"], r["units_share"]) for r in trained]
     assert any(r["n_evaluated"] >= 30 for r in trained) and all(r["unit_scores"] is not None for r in trained)
     # units_min_spearman: no pruned-space share once the rankers' mean held-out Spearman so far is below it
     rounds = []
-    _search("autobuild", space, TableObjective(space, table), 50, seed=4, settings={**FAST, "units_min_spearman": 0.999},
+    _search("autobuild", space, TableObjective(space, table), 40, seed=4, settings={**FAST, "units_min_spearman": 0.999},
             on_round=rounds.append)
     seen = []
     for r in (r for r in rounds if r["pruned"] is not None):

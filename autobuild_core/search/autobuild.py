@@ -339,7 +339,9 @@ class IterativeAutoBuild(SearchStrategy):
         return {src: (float(np.mean(v)), len(v)) for src, v in by.items()}
 
     def _units_share(self, credit: dict, val_spearman: float | None = None) -> float:
-        """Share of ``pool_units`` drawn from the pruned space this round (the rest uniformly)."""
+        """Share of ``pool_units`` drawn from the pruned space this round (the rest uniformly): 0 past
+        ``units_until`` evaluations or while the rankers' mean held-out Spearman (``val_spearman``:
+        this round's) is below ``units_min_spearman``; the ``units_credit`` gate otherwise; else 1."""
         s = self.settings
         if s.units_until and len(self._obs) >= s.units_until:
             return 0.0
@@ -453,7 +455,6 @@ class IterativeAutoBuild(SearchStrategy):
             if not self._seen(k) and k not in keys:
                 out.append(a), keys.add(k)
         return out or [self.domain.random_arch(self.rng)]
-
 
     def _onehot(self, archs: list) -> np.ndarray:
         """One-hot rows of the domain's encoding (a row of zeros where an architecture has none)."""
