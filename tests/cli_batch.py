@@ -8,8 +8,9 @@ Prefect, MLflow imports: seconds each) instead of one per case.
     python tests/cli_batch.py cases.json results.json
 
 ``cases.json``: a list of ``{"argv": [...], "env": {...}, "cwd": "..."}``; ``results.json``: a
-list of ``{"returncode": int, "stdout": str, "stderr": str}`` in the same order. A case that
-raises (``--debug``) gets return code 1 and the traceback on its stderr, as ``python -m`` would.
+list of ``{"returncode": int, "stdout": str, "stderr": str}`` in the same order. A case whose
+``main`` raises instead of returning gets return code 1 and the traceback on its stderr, as a
+process would.
 """
 
 from __future__ import annotations

@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from autobuild_cli.stack import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli_env() -> dict:
@@ -37,7 +32,7 @@ def test_trigger_without_server_says_where_it_looked(tmp_path):
 
 def test_trigger_uses_serve_state_of_a_parent_directory(tmp_path):
     """serve.json in a parent directory is found and named; a server that is gone is reported as unreachable."""
-    port = _free_port()
+    port = free_port()
     (tmp_path / ".autobuild").mkdir()
     state = tmp_path / ".autobuild" / "serve.json"
     state.write_text(json.dumps({"pids": {}, "prefect_api_url": f"http://127.0.0.1:{port}/api", "mlflow_tracking_uri": "", "home": ""}))

@@ -137,7 +137,7 @@ class IterativeAutoBuild(SearchStrategy):
         self._pending: set = set()
         self._queue: list = []
         self._round = 0
-        self._ridges: list = []  # per objective: [(weights, intercept)] of the ridge members (ridge_members > 0)
+        self._ridges: list = []  # per objective, set every round: [(weights, intercept)] of its ridge members
         self._prev_top: list | None = None
         self._init: list | None = None
         self._prev_best: frozenset | None = None
@@ -224,8 +224,9 @@ class IterativeAutoBuild(SearchStrategy):
             y = transform_targets(vals[:, j], d, s.clip_quantile)
             targets.append(y)
             ensembles.append(self._train(archs, y, j) if np.std(y) > 0 else [])
-        self._ridges = [_fit_ridges(self._onehot(archs), y, s.ridge_members, [self.seed, self._round, j])
-                        if s.ridge_members and ens else [] for j, (ens, y) in enumerate(zip(ensembles, targets))]
+        x = self._onehot(archs) if s.ridge_members else None
+        self._ridges = [_fit_ridges(x, y, s.ridge_members, [self.seed, self._round, j]) if x is not None and ens else []
+                        for j, (ens, y) in enumerate(zip(ensembles, targets))]
         info: dict[str, Any] = {"round": self._round, "n_evaluated": len(self._obs), "epochs": self._epochs}
         members = [[_val_spearman(t) for t in ens] for ens in ensembles]
         flat = [x for row in members for x in row if x is not None and np.isfinite(x)]
@@ -400,10 +401,9 @@ class IterativeAutoBuild(SearchStrategy):
         from search_spaces.graph import GraphSet
 
         gs = GraphSet([self.space.to_graph(a) for a in pool])
-        ridges = self._ridges or [[] for _ in ensembles]
-        x = self._onehot(pool) if any(ridges) else None
+        x = self._onehot(pool) if any(self._ridges) else None
         means, stds = [], []
-        for ens, rid in zip(ensembles, ridges):
+        for ens, rid in zip(ensembles, self._ridges):
             if not ens:
                 means.append(np.zeros(len(pool))), stds.append(np.zeros(len(pool)))
                 continue
