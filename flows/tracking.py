@@ -67,6 +67,40 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         ) from None
 
 
+#: how a write that lost a race to insert the same row reads: PostgreSQL, SQLite, MySQL, SQLAlchemy
+_CONFLICT = re.compile(r"UniqueViolation|duplicate key|UNIQUE constraint failed|Duplicate entry|IntegrityError")
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """True for an MLflow error caused by a concurrent insert of the same row (a unique-key race).
+
+    MLflow's SQL store sets tags and aliases with select-then-insert, so two processes setting the
+    same new key at once (8 runs starting on a fresh server) make one of them fail; retrying reads
+    the row the other inserted and succeeds.
+    """
+    return bool(_CONFLICT.search(str(exc)))
+
+
+def retry_on_conflict(fn, *args, attempts: int = 5, **kwargs):
+    """Call ``fn(*args, **kwargs)``, retrying (with a short random back-off) while it fails with a
+    write conflict (:func:`is_write_conflict`); other errors, and the last conflict, are raised.
+
+    Only for idempotent writes (set a tag or alias) and writes that leave nothing behind when they
+    fail (creating a model version: the failed transaction is rolled back).
+    """
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised below unless it is a conflict
+            if attempt == attempts - 1 or not is_write_conflict(e):
+                raise
+            log.info("MLflow write conflict (%s); retrying", str(e).splitlines()[0][:120])
+            time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+
+
 def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     if isinstance(d, dict):
@@ -116,7 +150,7 @@ class Run:
 
     def tags(self, tags: dict) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+            retry_on_conflict(self.client.set_tag, self.run_id, k, str(v))
 
     def artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         p = Path(path)
@@ -154,14 +188,15 @@ class Run:
         try:
             self.client.create_registered_model(model_name, description=model_description or None)
         except MlflowException as e:
-            if "already exists" not in str(e).lower() and getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            exists = "already exists" in str(e).lower() or getattr(e, "error_code", "") == "RESOURCE_ALREADY_EXISTS"
+            if not (exists or is_write_conflict(e)):
                 raise
             if model_description:
-                self.client.update_registered_model(model_name, description=model_description)
-        mv = self.client.create_model_version(model_name, source=self.artifact_uri(artifact_path), run_id=self.run_id,
+                retry_on_conflict(self.client.update_registered_model, model_name, description=model_description)
+        mv = retry_on_conflict(self.client.create_model_version, model_name, source=self.artifact_uri(artifact_path), run_id=self.run_id,
                                               tags={k: str(v) for k, v in (tags or {}).items()}, description=description or None)
         for alias in aliases:
-            self.client.set_registered_model_alias(model_name, alias, mv.version)
+            retry_on_conflict(self.client.set_registered_model_alias, model_name, alias, mv.version)
         return str(mv.version)
 
     def end(self, status: str = "FINISHED") -> None:
@@ -203,7 +238,7 @@ class Tracker:
             self.experiment_id = exp.experiment_id
         if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             # without it, MLflow 3's UI opens an experiment with no traces on its GenAI overview, not the runs
-            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            retry_on_conflict(self.client.set_experiment_tag, self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
     def ui_url(self) -> str:
         """Where a browser shows this store: the server itself, or the `mlflow ui` the CLI prints."""
