@@ -22,8 +22,8 @@ def soft_rank(x: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
     """Smooth ranks via pairwise sigmoids on the standardised input, so ``tau`` is scale-free.
 
     ``x`` is [B] or [B, H] (H columns ranked independently along dim 0)."""
-    z = (x - x.mean(0)) / (x.std(0, unbiased=False) + 1e-8)
-    return torch.sigmoid((z.unsqueeze(1) - z.unsqueeze(0)) / tau).sum(1) + 0.5
+    z = (x - x.mean(0)) / ((x.std(0, unbiased=False) + 1e-8) * tau)  # scaled by 1/tau before the [B, B] pairs
+    return torch.sigmoid(z.unsqueeze(1) - z.unsqueeze(0)).sum(1) + 0.5
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

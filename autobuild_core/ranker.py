@@ -6,7 +6,9 @@ second layer) keep embeddings non-negative, so ``||h_v^m||_1`` is the size of th
 ending at v; a small head regresses the standardised target from the mean of the last hop
 (method.md §2). The layers hold torch_geometric's parameters but run their own gather/``index_add_``
 message passing, which is faster on tiny graphs and equal to PyG's (tests/test_core_ranker.py).
-Why only in-neighbour convolutions: docs/ranker.md ("Implementation notes").
+On a deduplicated batch (``GraphSet.batch(ids, dedupe=layers)``) each class of indistinguishable
+nodes is computed once (batch norm alone sees every node), which gives the same numbers for a
+fraction of the work. Why only in-neighbour convolutions: docs/ranker.md ("Implementation notes").
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class FeatureEncoder(nn.Module):
             # embedding -> linear of a categorical value is a lookup in a [values] table: build the
             # tables of all features (tiny) and look every node up at once
             table = torch.cat([m[1](m[0].weight) for m in self.cat]).view(-1)
-            cols.append(table[x_cat + self.cat_offset])
+            idx = x_cat + self.cat_offset
+            cols.append(table.index_select(0, idx.reshape(-1)).view(idx.shape))  # index_select: a cheaper backward than table[idx]
         if self.cont_features:
             z = (x_cont - self.cont_low) / self.cont_span
             cols += [m(z[:, i : i + 1]) for i, m in enumerate(self.cont)]
@@ -87,9 +90,10 @@ def _conv(conv: nn.Module, h: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
         # softmax over each node's incoming edges, shifted by the node's max logit (no gradient needed)
         top = e.new_full((n,), float("-inf")).scatter_reduce_(0, att_dst, e.detach(), "amax")
         ex = torch.exp(e - top.index_select(0, att_dst))
-        alpha = ex / ex.new_zeros(n).index_add_(0, att_dst, ex).index_select(0, att_dst)
-        out = h.new_zeros(n, xl.shape[1]).index_add_(0, att_dst, alpha.unsqueeze(1) * xj)
-        return out + conv.bias if conv.bias is not None else out
+        # normalise per node after aggregating (fewer operations than per edge before it)
+        num = h.new_zeros(n, xl.shape[1]).index_add_(0, att_dst, ex.unsqueeze(1) * xj)
+        den = ex.new_zeros(n).index_add_(0, att_dst, ex).unsqueeze(1)
+        return torch.addcdiv(conv.bias, num, den) if conv.bias is not None else num / den
     # sum over in-edges (self-loops included, as PyG's add aggregation does)
     agg = h.new_zeros(h.shape).index_add_(0, dst, h.index_select(0, src))
     if isinstance(conv, GraphConv):
@@ -102,7 +106,7 @@ def _conv(conv: nn.Module, h: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
 @dataclass
 class RankerOutput:
     pred: torch.Tensor  # [B] standardised target prediction
-    node_h: list  # M+1 tensors [N, dim_m]
+    node_h: list  # M+1 tensors [N, dim_m] (deduplicated batch: one row per node class)
     graph_h: list  # M+1 tensors [B, dim_m]
     norms: torch.Tensor | None = None  # [B, M+1], filled by Ranker.forward
 
@@ -132,8 +136,11 @@ class Ranker(nn.Module):
     def num_hops(self) -> int:
         return self.cfg.layers + 1
 
-    def node_embeddings(self, x_cat: torch.Tensor, x_cont: torch.Tensor, edge_index: torch.Tensor) -> list:
-        """Node embeddings at hops 0..M (``edge_index``: [2, E], source -> target)."""
+    def node_embeddings(self, x_cat: torch.Tensor, x_cont: torch.Tensor, edge_index: torch.Tensor,
+                        expand: tuple | None = None) -> list:
+        """Node embeddings at hops 0..M (``edge_index``: [2, E], source -> target). ``expand``, for a
+        deduplicated batch: (the row of each node, a node of each row), so that batch norm in
+        training sees every node."""
         src, dst = edge_index[0], edge_index[1]
         att_src = att_dst = None
         if self.cfg.gnn == "gatv2":
@@ -143,15 +150,24 @@ class Ranker(nn.Module):
         h = self.fe(x_cat, x_cont)
         hs = [h]
         for m, (conv, bn) in enumerate(zip(self.convs, self.norms)):
-            out = torch.relu(bn(_conv(conv, h, src, dst, att_src, att_dst)))
+            z = _conv(conv, h, src, dst, att_src, att_dst)
+            if expand is not None and self.training:
+                # batch statistics over all the batch's nodes, as without deduplication
+                z = bn(z.index_select(0, expand[0])).index_select(0, expand[1])
+            else:
+                z = bn(z)
+            out = torch.relu(z)
             h = out + h if m >= 1 else out  # residual from the second layer on
             hs.append(h)
         return hs
 
     def forward(self, batch: GraphBatch) -> RankerOutput:
-        hs = self.node_embeddings(batch.x_cat, batch.x_cont, batch.edge_index)
+        expand = None if batch.node_of is None else (batch.node_of, batch.row_node)
+        hs = self.node_embeddings(batch.x_cat, batch.x_cont, batch.edge_index, expand)
         counts = batch.graph_sizes() if batch.sizes is None else batch.sizes
         cat = torch.cat(hs, dim=1)
+        if batch.node_of is not None:
+            cat = cat.index_select(0, batch.node_of)
         g = cat.new_zeros(batch.num_graphs, cat.shape[1]).index_add_(0, batch.batch, cat) / counts.clamp(min=1).unsqueeze(1).to(cat.dtype)
         ghs = list(g.split(self.dims, dim=1))
         pred = self.head(ghs[-1]).squeeze(-1)

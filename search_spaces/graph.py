@@ -7,6 +7,12 @@ operation (cell spaces), edges along the data flow. Node features follow the spa
 graphs many times, so they are collated once into a :class:`GraphSet` (flat tensors and node
 pointers) and mini-batches are cut out of it by index arithmetic; a :class:`GraphBatch` carries
 what ``torch_geometric`` layers need and converts to a PyG ``Batch`` on request.
+
+Architectures of one space share most of their modules (every NB-201 cell starts from the same
+input node; a few hundred distinct upstream modules cover a batch of 128 cells' 1,280 nodes), so a
+batch can be cut *deduplicated*: one row per class of nodes that no in-neighbour message passing of
+the given depth can tell apart (:meth:`GraphSet.node_classes`), with each class's multiplicity and
+the map from the batch's nodes to their class rows.
 """
 
 from __future__ import annotations
@@ -136,6 +142,10 @@ class GraphBatch:
     """Several graphs as one disconnected graph, in PyG's convention (``batch`` maps node -> graph).
 
     ``sizes``: the node count of each graph (computed from ``batch`` when absent).
+
+    A deduplicated batch (:meth:`GraphSet.batch` with ``dedupe``) holds one row per node class in
+    ``x_cat``/``x_cont``/``edge_index``; ``node_of`` maps each of the batch's nodes (``batch`` is
+    per node, as usual) to its class row and ``row_node`` names one node of each row.
     """
 
     x_cat: torch.Tensor
@@ -144,6 +154,8 @@ class GraphBatch:
     batch: torch.Tensor
     num_graphs: int
     sizes: torch.Tensor | None = None
+    node_of: torch.Tensor | None = None
+    row_node: torch.Tensor | None = None
 
     def graph_sizes(self) -> torch.Tensor:
         return torch.bincount(self.batch, minlength=self.num_graphs)
@@ -154,9 +166,11 @@ class GraphBatch:
         Args:
             device: a torch device or its name.
         """
-        sizes = None if self.sizes is None else self.sizes.to(device)
+        def move(t):
+            return None if t is None else t.to(device)
+
         return GraphBatch(self.x_cat.to(device), self.x_cont.to(device), self.edge_index.to(device), self.batch.to(device),
-                          self.num_graphs, sizes)
+                          self.num_graphs, move(self.sizes), move(self.node_of), move(self.row_node))
 
 
 class GraphSet:
@@ -187,6 +201,7 @@ class GraphSet:
         self.edge_local = torch.cat([g.edge_index for g in graphs], 1) if n_edges.sum() > 0 else torch.zeros(2, 0, dtype=torch.long)
         self.n_nodes = n_nodes
         self.n_edges = n_edges
+        self._classes: dict = {}
 
     @classmethod
     def from_flat(cls, x_cat: torch.Tensor, x_cont: torch.Tensor, edge_local: torch.Tensor, n_nodes: torch.Tensor, n_edges: torch.Tensor) -> "GraphSet":
@@ -208,6 +223,7 @@ class GraphSet:
         self.edge_ptr = torch.zeros(self.n + 1, dtype=torch.long)
         self.edge_ptr[1:] = torch.cumsum(self.n_edges, 0)
         self.x_cat, self.x_cont, self.edge_local = x_cat, x_cont, edge_local
+        self._classes = {}
         return self
 
     @staticmethod
@@ -237,11 +253,50 @@ class GraphSet:
         seg_start = torch.repeat_interleave(torch.cumsum(c, 0) - c, c)
         return torch.repeat_interleave(starts, c) + torch.arange(total) - seg_start
 
-    def batch(self, ids: Sequence[int] | torch.Tensor | None = None) -> GraphBatch:
+    def global_edges(self) -> torch.Tensor:
+        """``[2, E]`` all edges with set-wide node ids."""
+        edge_graph = torch.repeat_interleave(torch.arange(self.n), self.n_edges)
+        return self.edge_local + self.node_ptr[edge_graph].unsqueeze(0)
+
+    def node_classes(self, depth: int) -> torch.Tensor:
+        """A class id per node (set-wide): nodes of one class have the same features and, ``depth``
+        times over, in-neighbours of the same classes (counted with multiplicity), so any
+        ``depth``-layer message passing that aggregates in-neighbours without regard to their
+        order gives them the same embedding. Computed once per depth (colour refinement on
+        in-edges, like the Weisfeiler-Lehman test) and cached.
+
+        Args:
+            depth: the number of message-passing layers the classes must hold for.
+        """
+        if depth in self._classes:
+            return self._classes[depth]
+        import numpy as np
+
+        rows = torch.cat([self.x_cat.double(), self.x_cont.double()], 1).numpy()
+        cls = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1) if len(rows) else np.zeros(0, dtype=np.int64)
+        src, dst = (t.numpy() for t in self.global_edges())
+        n_cls = int(cls.max()) + 1 if len(cls) else 0
+        for _ in range(depth):
+            order = np.lexsort((cls[src], dst))
+            ptr = np.searchsorted(dst[order], np.arange(len(cls) + 1))
+            in_cls = cls[src[order]].tolist()
+            ids: dict = {}
+            new = np.fromiter((ids.setdefault((c, tuple(in_cls[ptr[v]:ptr[v + 1]])), len(ids)) for v, c in enumerate(cls.tolist())),
+                              dtype=np.int64, count=len(cls))
+            cls, stable = new, len(ids) == n_cls  # refinement only splits classes: same count = same partition
+            n_cls = len(ids)
+            if stable:
+                break
+        self._classes[depth] = torch.from_numpy(cls)
+        return self._classes[depth]
+
+    def batch(self, ids: Sequence[int] | torch.Tensor | None = None, dedupe: int = 0) -> GraphBatch:
         """The graphs ``ids`` as one disconnected graph.
 
         Args:
             ids: graph indices, in the order wanted (default: all graphs).
+            dedupe: if > 0, one row per node class of this depth (:meth:`node_classes`) instead of
+                one per node; the batch's ``node_of`` and ``row_node`` map nodes to rows and back.
         """
         ids = torch.arange(self.n) if ids is None else torch.as_tensor(ids, dtype=torch.long)
         node_idx = self._ranges(self.node_ptr, self.n_nodes, ids)
@@ -251,7 +306,18 @@ class GraphSet:
         batch_vec = torch.repeat_interleave(torch.arange(len(ids)), nn_)
         edge_graph = torch.repeat_interleave(torch.arange(len(ids)), self.n_edges[ids])
         ei = self.edge_local[:, edge_idx] + new_node_offset[edge_graph].unsqueeze(0)
-        return GraphBatch(self.x_cat[node_idx], self.x_cont[node_idx], ei, batch_vec, len(ids), nn_)
+        if not dedupe:
+            return GraphBatch(self.x_cat[node_idx], self.x_cont[node_idx], ei, batch_vec, len(ids), nn_)
+        _, node_of = torch.unique(self.node_classes(dedupe)[node_idx], return_inverse=True)
+        n_rows = int(node_of.max()) + 1 if len(node_of) else 0
+        pos = torch.arange(len(node_of))
+        first = torch.full((n_rows,), len(node_of), dtype=torch.long).scatter_reduce_(0, node_of, pos, "amin")
+        is_first = torch.zeros(len(node_of), dtype=torch.bool)
+        is_first[first] = True
+        # a class's in-edges are those of its first node (every node of the class has the same ones)
+        ei = node_of[ei[:, is_first[ei[1]]]]
+        rows = node_idx[first]
+        return GraphBatch(self.x_cat[rows], self.x_cont[rows], ei, batch_vec, len(ids), nn_, node_of, first)
 
     def exit_node_global_index(self, ids: torch.Tensor, local_exit: torch.Tensor) -> torch.Tensor:
         """Row, inside ``batch(ids)``, of each graph's node ``local_exit[i]``.

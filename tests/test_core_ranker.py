@@ -219,6 +219,68 @@ def test_own_message_passing_equals_pyg_layers(gnn):
         torch.testing.assert_close(out.graph_norms(), g_ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("gnn", ["gatv2", "graphconv", "gin"])
+def test_deduplicated_batches_give_the_same_numbers(gnn):
+    """A deduplicated batch computes each class of indistinguishable nodes once: same predictions,
+    hop norms, batch-norm statistics and gradients as the plain batch, from far fewer rows."""
+    for name in ("nb201", "ofa_mbv3"):
+        space = get_space(name)
+        gs = GraphSet([space.to_graph(a) for a in space.sample(300, seed=3)])
+        ids = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:128]
+        plain, dedup = gs.batch(ids), gs.batch(ids, dedupe=4)
+        assert dedup.x_cat.shape[0] < plain.x_cat.shape[0] and dedup.node_of.shape[0] == plain.x_cat.shape[0]
+        models = []
+        for b in (plain, dedup):
+            torch.manual_seed(0)
+            model = Ranker(space.features, RankerConfig(gnn=gnn)).train()
+            out = model(b)
+            ((out.pred ** 2).sum() + out.graph_norms().sum()).backward()
+            models.append((model, out))
+        (m1, o1), (m2, o2) = models
+        torch.testing.assert_close(o2.pred, o1.pred, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(o2.graph_norms(), o1.graph_norms(), atol=1e-4, rtol=1e-5)
+        for a, b in zip(m1.buffers(), m2.buffers()):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        for (pname, a), b in zip(m1.named_parameters(), m2.parameters()):
+            if pname.startswith("convs.") and pname.endswith(".bias"):
+                continue  # followed by batch norm: its true gradient is 0, both sides hold rounding noise
+            torch.testing.assert_close(b.grad, a.grad, atol=1e-3, rtol=1e-3)
+    # NB-201: every cell's input node is one class, and so is each first-edge operation
+    gs = GraphSet([get_space("nb201").to_graph(a) for a in get_space("nb201").sample(50, seed=4)])
+    cls = gs.node_classes(4)
+    assert len(set(cls[gs.node_ptr[:-1]].tolist())) == 1
+
+
+def test_flat_parameters_train_like_separate_ones():
+    """One flat buffer for all parameters and gradients: AdamW and clipping act as on the separate
+    tensors, and release() gives each parameter its own storage back."""
+    from autobuild_core.train import _FlatParameters
+
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+
+    x, y = torch.randn(64, 6, generator=torch.Generator().manual_seed(1)), torch.randn(64, 1)
+    ref, mine = make(), make()
+    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    flat = _FlatParameters(mine)
+    opt = torch.optim.AdamW([flat.param], lr=1e-2)
+    for _ in range(20):
+        opt_ref.zero_grad()
+        torch.nn.functional.mse_loss(ref(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 0.5)
+        opt_ref.step()
+        flat.zero_grad()
+        torch.nn.functional.mse_loss(mine(x), y).backward()
+        torch.nn.utils.clip_grad_norm_([flat.param], 0.5)
+        opt.step()
+    for a, b in zip(ref.parameters(), mine.parameters()):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    flat.release()
+    ptrs = {p.untyped_storage().data_ptr() for p in mine.parameters()}
+    assert len(ptrs) == len(list(mine.parameters())) and all(p.grad is None for p in mine.parameters())
+
+
 def test_best_checkpoint_is_kept_and_its_val_spearman_reported(nb201_data, tmp_path):
     space, archs, y = nb201_data
     cfg = TrainConfig(epochs=40, lr=3e-3, val_fraction=0.25, eval_every=4, seed=5)

@@ -57,7 +57,9 @@ def test_marginal_recovers_additive_unit_effects(additive):
         truth = [_true_marginal(space, u, config_of(c), w) for c in sub.config]
         rhos.append(spearman(sub.score.values, truth))
         paper_rhos.append(spearman(psub.score.values, truth))
-    assert min(rhos) > 0.9 and np.mean(rhos) > 0.95, rhos
+    # unit 0 has 5 configurations, two pairs of them 0.14 and 0.21 apart in a spread of 1.9: one
+    # swapped pair costs exactly 0.1 there, and which training run swaps one is chance
+    assert min(rhos) >= 0.9 - 1e-9 and np.mean(rhos) > 0.95, rhos
     # the paper's exit-node norms order the same configurations clearly worse (about 0.5 here)
     assert np.mean(rhos) > np.mean(paper_rhos) + 0.2, (rhos, paper_rhos)
     # the scores are in target units: the spread of node 3's scores matches the true spread
