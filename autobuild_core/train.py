@@ -297,10 +297,10 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
         if len(cuts) > 1 and len(order) - cuts[-1] < max(4, bs // 4):
             cuts.pop()
         step_parts = []
-        for i, start in enumerate(cuts):
-            end = cuts[i + 1] if i + 1 < len(cuts) else len(order)
-            ids = order[start:end]
-            b, yb = gs.batch(ids, dedupe=depth).to(device), y_t[ids.to(device)]
+        bounds = cuts + [len(order)]
+        for i, b in enumerate(gs.batches(order, bounds, dedupe=depth)):
+            ids = order[bounds[i]:bounds[i + 1]]
+            b, yb = b.to(device), y_t[ids.to(device)]
             loss, p = step_loss(b, yb)
             flat.zero_grad()
             loss.backward()

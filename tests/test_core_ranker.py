@@ -53,6 +53,23 @@ def test_graphset_batch_matches_naive_collation():
     assert b.batch.tolist() == sum(([j] * graphs[i].num_nodes for j, i in enumerate([4, 1, 3])), [])
 
 
+@pytest.mark.parametrize("name", ["nb201", "ofa_mbv3"])
+def test_an_epochs_batches_cut_in_one_pass_equal_single_batches(name):
+    space = get_space(name)
+    gs = GraphSet([space.to_graph(a) for a in space.sample(200, seed=2)])
+    order = torch.randperm(200, generator=torch.Generator().manual_seed(0))[:170]
+    bounds = [0, 64, 128, 140, 170]
+    for dedupe in (0, 4):
+        got = list(gs.batches(order, bounds, dedupe=dedupe))
+        assert len(got) == 4
+        for i, b in enumerate(got):
+            ref = gs.batch(order[bounds[i]:bounds[i + 1]], dedupe=dedupe)
+            assert b.num_graphs == ref.num_graphs
+            for f in ("x_cat", "x_cont", "edge_index", "batch", "sizes", "node_of", "row_node"):
+                mine, theirs = getattr(b, f), getattr(ref, f)
+                assert (mine is None and theirs is None) or torch.equal(mine, theirs), (dedupe, i, f)
+
+
 def test_soft_spearman_tracks_exact_and_ranks_both_sides():
     torch.manual_seed(0)
     x = torch.randn(64, requires_grad=True)
