@@ -58,8 +58,32 @@ class NB201Truth:
         from search_spaces.nb201 import OPS
 
         ops = np.array([self.space.edge_ops(a) for a in self.archs])  # [n, 6]
-        mean = float(self.y.mean())
-        self.op_effect = {op: float(np.mean([self.y[ops[:, e] == op].mean() for e in range(ops.shape[1])]) - mean) for op in OPS}
+        self.edge_ops = ops
+        self.op_effect = self.sample_op_effects(np.arange(len(self.y)))
+
+    def sample_op_effects(self, idx: np.ndarray) -> dict:
+        """The op effects (mean accuracy with the op on an edge, averaged over edges, minus the
+        mean) measured on the cells ``idx`` only; on all cells it is the ground truth."""
+        from search_spaces.nb201 import OPS
+
+        y, ops = self.y[idx], self.edge_ops[idx]
+        out = {}
+        for op in OPS:
+            per_edge = [y[ops[:, e] == op].mean() for e in range(ops.shape[1]) if (ops[:, e] == op).any()]
+            out[op] = float(np.mean(per_edge) - y.mean()) if per_edge else float("nan")
+        return out
+
+    def sign_limit(self, n: int, draws: int = 2000, seed: int = 0) -> dict:
+        """Per op, the share of ``draws`` random samples of ``n`` cells whose measured op effect has
+        the ground truth's sign: how often the data alone can tell the sign, which bounds what any
+        read-out trained on ``n`` random cells can be expected to do."""
+        rng = np.random.default_rng(seed)
+        hits = {op: 0 for op in self.op_effect}
+        for _ in range(draws):
+            eff = self.sample_op_effects(rng.choice(len(self.y), size=n, replace=False))
+            for op, v in eff.items():
+                hits[op] += bool(np.sign(v) == np.sign(self.op_effect[op]))
+        return {op: h / draws for op, h in hits.items()}
 
 
 def unit_score_checks(scores, truth: NB201Truth) -> list[dict]:
@@ -259,6 +283,7 @@ def effects_study(truth: NB201Truth, sizes=EFFECT_SIZES, repeats: int = 10, n_mo
         agg["readout"]["ci_halfwidth"] = {o: float(np.mean([(r["readout"]["ci_high"][o] - r["readout"]["ci_low"][o]) / 2 for r in runs])) for o in ops}
         agg["fe_mlp"] = {"spearman": mean_std([r["fe_mlp"]["spearman"] for r in runs]),
                          "score": {o: mean_std([r["fe_mlp"]["fe_scores"][o] for r in runs]) for o in ops}}
+        agg["data_sign_limit"] = truth.sign_limit(n, seed=seed)
         out["sizes"][str(n)] = {**agg, "runs": runs}
         a = agg["readout"]
         log(f"  effects n={n}: order correct {a['order_correct']:.0%}, all signs {a['all_signs_match']:.0%}, rho {a['spearman'][0]:.2f}; "
@@ -346,6 +371,14 @@ def md_effects(res: dict, png_name: str = "studies_effects.png") -> str:
             stated = {o: np.mean([states(x, o) for x in runs]) for o in ops}
             wrong = {o: np.mean([states(x, o) and not x["sign_match"][o] for x in runs]) for o in ops}
             lines.append(f"| {n} | " + " / ".join(f"{stated[o]:.0%}" for o in ops) + " | " + " / ".join(f"{wrong[o]:.0%}" for o in ops) + " |")
+    if all("data_sign_limit" in a for a in res["sizes"].values()):
+        lines += ["", "What the data allow: the share of 2,000 random samples of n cells whose *measured* op effect (the ground-truth "
+                  "definition applied to the sample alone) has the true sign, per op (" + ", ".join(ops) + "). An effect this close to zero "
+                  "cannot be signed reliably from n random cells by any read-out without prior knowledge:", "",
+                  "| n train | sign right from the sample alone | read-out sign right |", "|---|---|---|"]
+        for n, a in res["sizes"].items():
+            lines.append(f"| {n} | " + " / ".join(f"{a['data_sign_limit'][o]:.0%}" for o in ops) + " | "
+                         + " / ".join(f"{a['readout']['sign_match'][o]:.0%}" for o in ops) + " |")
     lines += ["", "Mean read-out per op (± std over repeats):", "", "| n train | " + " | ".join(ops) + " |", "|---|" + "---|" * len(ops)]
     for n, a in res["sizes"].items():
         lines.append(f"| {n} | " + " | ".join(f"{a['readout']['effect'][o][0]:+.2f} ± {a['readout']['effect'][o][1]:.2f}" for o in ops) + " |")

@@ -39,6 +39,7 @@ def test_bench_all_quick(shared_dir, tmp_path):
     assert search["methods"]["autobuild"]["20"]["evaluations_used"] == 20
     assert search["settings"]["search"]["method"] == "autobuild"  # the driver's defaults, as `autobuild run`
     assert "## Op effects: read-out vs NAS-Bench-201 ground truth" in md
+    assert "| n train | sign right from the sample alone | read-out sign right |" in md
     if (data / "transnas101_micro" / "zc_transbench101_micro.json").is_file():
         assert "## Seven tasks on one cell space (TransNAS-Bench-101 micro)" in md
         assert {"transnas_agreement.png", "transnas_transfer.png"} <= set(pngs)
@@ -51,3 +52,18 @@ def test_bench_all_quick(shared_dir, tmp_path):
         assert ofa["methods"]["autobuild"]["20"]["evaluations_used"] == 20
     else:
         assert "OFA-MobileNetV3 table" in md  # the skip note
+
+
+def test_op_effect_signs_the_data_allow(shared_dir):
+    """The sampling limit beside the op-effect read-out: how often n random cells alone give each
+    op effect's true sign. Large effects are always signed; skip_connect (+0.12) is a coin flip."""
+    table = shared_dir / "data" / "nb201" / "nb201_cifar10.csv"
+    if not table.is_file():
+        pytest.skip("NAS-Bench-201 table missing")
+    from benchmarks.studies import NB201Truth
+
+    truth = NB201Truth(str(table))
+    assert truth.op_effect["nor_conv_3x3"] == pytest.approx(3.04, abs=0.01) and truth.op_effect["skip_connect"] == pytest.approx(0.12, abs=0.01)
+    limit = truth.sign_limit(200, draws=400, seed=0)
+    assert limit["none"] == 1.0 and limit["nor_conv_3x3"] == 1.0 and limit["nor_conv_1x1"] > 0.98
+    assert 0.4 < limit["skip_connect"] < 0.75, limit
