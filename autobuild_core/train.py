@@ -270,7 +270,7 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
     opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, **_fast_optimiser(device))
     validate = n_val >= 3
     select = train.keep == "best" and n_val >= MIN_VAL_ARCHS
-    # deduplicated batches: each class of indistinguishable nodes is computed once (same numbers)
+    # deduplicated batches: each class of indistinguishable nodes is computed once (same numbers, to rounding)
     depth = ranker.layers
     val_batch = gs.batch(torch.as_tensor(val_idx), dedupe=depth).to(device) if validate else None
     yv = y[val_idx]
@@ -289,47 +289,51 @@ def _train(space, archs, y, ranker: RankerConfig, train: TrainConfig, on_epoch, 
         out = model(b)
         return ranker_loss(out.pred, yb, out.graph_norms(), train.rank_weight, train.tau, as_tensors=True)
 
-    for epoch in epochs:
-        model.train()
-        order = tr_t[torch.randperm(len(tr_t), generator=gen)]
-        # fold a tiny remainder into the previous batch: batch norm and ranks need a few graphs
-        cuts = list(range(0, len(order), bs))
-        if len(cuts) > 1 and len(order) - cuts[-1] < max(4, bs // 4):
-            cuts.pop()
-        step_parts = []
-        bounds = cuts + [len(order)]
-        for i, b in enumerate(gs.batches(order, bounds, dedupe=depth)):
-            ids = order[bounds[i]:bounds[i + 1]]
-            b, yb = b.to(device), y_t[ids.to(device)]
-            loss, p = step_loss(b, yb)
-            flat.zero_grad()
-            loss.backward()
-            if train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, train.grad_clip, foreach=True)
-            opt.step()
-            step_parts.append(torch.stack([p["loss"], p["mse"], p["rank_loss"]]))
-        # one conversion per epoch, not three per step
-        means = torch.stack(step_parts).mean(0).tolist()
-        record = {"epoch": epoch, "loss": means[0], "mse": means[1], "rank_loss": means[2]}
-        if validate and (epoch % train.eval_every == 0 or epoch == train.epochs):
-            model.eval()
-            with torch.no_grad():
-                out = model(val_batch)
-            record["val_pred_spearman"] = spearman(out.pred.cpu().numpy(), yv)
-            record["val_hop_spearman"] = [spearman(c, yv) for c in out.graph_norms().cpu().numpy().T]
-            score = _selection_score(record, train.select_by)
-            if select and score > best["score"]:
-                best.update(score=score, epoch=epoch, state={k: v.detach().clone() for k, v in model.state_dict().items()},
-                            pred=record["val_pred_spearman"], hops=record["val_hop_spearman"])
-                record["best"] = True
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        if not math.isfinite(record["loss"]):
-            raise ConfigError(f"Ranker training diverged at epoch {epoch} (loss {record['loss']}). Lower train.lr or check the targets.")
-        if select and train.patience and best["epoch"] is not None and epoch - best["epoch"] >= train.patience:
-            break
-    flat.release()
+    try:
+        for epoch in epochs:
+            model.train()
+            order = tr_t[torch.randperm(len(tr_t), generator=gen)]
+            # fold a tiny remainder into the previous batch: batch norm and ranks need a few graphs
+            cuts = list(range(0, len(order), bs))
+            if len(cuts) > 1 and len(order) - cuts[-1] < max(4, bs // 4):
+                cuts.pop()
+            step_parts = []
+            bounds = cuts + [len(order)]
+            for i, b in enumerate(gs.batches(order, bounds, dedupe=depth)):
+                ids = order[bounds[i]:bounds[i + 1]]
+                b, yb = b.to(device), y_t[ids.to(device)]
+                loss, p = step_loss(b, yb)
+                flat.zero_grad()
+                loss.backward()
+                if epoch == 1 and i == 0:
+                    flat.check()
+                if train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, train.grad_clip, foreach=True)
+                opt.step()
+                step_parts.append(torch.stack([p["loss"], p["mse"], p["rank_loss"]]))
+            # one conversion per epoch, not three per step
+            means = torch.stack(step_parts).mean(0).tolist()
+            record = {"epoch": epoch, "loss": means[0], "mse": means[1], "rank_loss": means[2]}
+            if validate and (epoch % train.eval_every == 0 or epoch == train.epochs):
+                model.eval()
+                with torch.no_grad():
+                    out = model(val_batch)
+                record["val_pred_spearman"] = spearman(out.pred.cpu().numpy(), yv)
+                record["val_hop_spearman"] = [spearman(c, yv) for c in out.graph_norms().cpu().numpy().T]
+                score = _selection_score(record, train.select_by)
+                if select and score > best["score"]:
+                    best.update(score=score, epoch=epoch, state={k: v.detach().clone() for k, v in model.state_dict().items()},
+                                pred=record["val_pred_spearman"], hops=record["val_hop_spearman"])
+                    record["best"] = True
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            if not math.isfinite(record["loss"]):
+                raise ConfigError(f"Ranker training diverged at epoch {epoch} (loss {record['loss']}). Lower train.lr or check the targets.")
+            if select and train.patience and best["epoch"] is not None and epoch - best["epoch"] >= train.patience:
+                break
+    finally:  # each parameter gets its own storage back, also when training fails
+        flat.release()
     last = history[-1]
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -382,6 +386,13 @@ class _FlatParameters:
 
     def zero_grad(self) -> None:
         self.param.grad.zero_()
+
+    def check(self) -> None:
+        """Raise if backward replaced a gradient instead of accumulating into the flat buffer (the
+        optimiser would then step on zeros); called once, after the first backward pass."""
+        ptr = self.param.grad.untyped_storage().data_ptr()
+        if any(p.grad is None or p.grad.untyped_storage().data_ptr() != ptr for p in self.params):
+            raise RuntimeError("ranker training: a parameter's gradient left the flat buffer; please report this torch version.")
 
     def release(self) -> None:
         for p in self.params:
