@@ -35,12 +35,12 @@ def _plan(quick: bool) -> dict:
         return {"budgets": [20, 30], "nbg_budgets": [20, 30], "repeats": 1, "epochs": 5, "mo_budgets": [30], "mo_repeats": 1, "sizes": [50, 100], "st_repeats": 1,
                 "st_large": 1, "st_epochs": 5, "ablation_size": 60, "lr_sizes": [50], "ofa_epochs": 3, "ranker_repeats": 1, "ranker_epochs": 3,
                 "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1,
-                "effect_sizes": [50], "effect_models": 1, "ofa_budgets": [20, 30], "ofa_repeats": 1}
+                "effect_sizes": [50], "effect_models": 1, "effect_repeats": 1, "ofa_budgets": [20, 30], "ofa_repeats": 1}
     return {"budgets": [25, 50, 100, 200], "nbg_budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 5,
             "sizes": [50, 100, 200, 500, 1000, 2000], "st_repeats": 3, "st_large": 2, "st_epochs": 100, "ablation_size": 500,
             "lr_sizes": [100, 1000], "ofa_epochs": 100, "ranker_repeats": 2, "ranker_epochs": 200, "ranker_train": 500, "ranker_test": 5000,
             "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2, "effect_sizes": [200, 500], "effect_models": 3,
-            "ofa_budgets": [50, 100, 200], "ofa_repeats": 3}
+            "effect_repeats": 10, "ofa_budgets": [50, 100, 200], "ofa_repeats": 3}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +127,8 @@ def job_studies(data: str, plan: dict, part: str) -> dict:
     _quiet_setup()
     from .studies import bench_studies
 
-    return bench_studies(str(Path(data) / NB201), str(Path(data) / OFA), [part], plan["sizes"], plan["st_repeats"], plan["st_large"],
+    repeats = plan["effect_repeats"] if part == "effects" else plan["st_repeats"]  # signs per op need more repeats than means
+    return bench_studies(str(Path(data) / NB201), str(Path(data) / OFA), [part], plan["sizes"], repeats, plan["st_large"],
                          plan["st_epochs"], 1e-3, plan["ofa_epochs"], plan["ablation_size"], plan["lr_sizes"], log=lambda s: None,
                          effect_sizes=plan["effect_sizes"], effect_models=plan["effect_models"])
 
@@ -694,28 +695,28 @@ NOTES: dict = {
     "ranker": """The ridge column is a one-hot linear baseline on the same cells; hop norms are what the unit scores read, so their
 Spearman says how far the unit scores can be trusted.
 """,
-    "size": """Readings. The ranker beats the one-hot ridge at every size (by 0.13–0.15 from 500 cells on, by 0.15 at 50); its final-hop
-embedding norm ranks test cells at least as well as the prediction head at every size (0.73 at 50 cells, 0.90 at 2,000). Hop 0,
-the FE-MLP alone, ranks nothing (−0.15 to 0.15).
+    "size": """Readings. The ranker beats the one-hot ridge at every size (by 0.12–0.15 from 500 cells on, by 0.15 at 50, by 0.07 at 200);
+its final-hop embedding norm ranks test cells at least as well as the prediction head at every size (0.74 at 50 cells, 0.91 at
+2,000). Hop 0, the FE-MLP alone, ranks nothing (−0.14 to 0.16).
 
 Unit scores. With this project's ranker the paper's scoring does *not* show the authors' weakness on NB-201: from 100 cells
-on its node-3 Spearman is 0.78–0.91 and its top-1 configuration is the true best. (An earlier measurement, 0.28–0.37 for node 3,
+on its node-3 Spearman is 0.77–0.90 and its top-1 configuration is the true best. (An earlier measurement, 0.28–0.37 for node 3,
 used the search benchmark's rankers before NB-201 graphs stopped routing information through `none` edges.) Marginal scoring
-orders the menus better from 500 cells on (node 2: 0.94–0.97 vs 0.84–0.93; node 3: 0.93–0.98 vs 0.80–0.91), node 1 equally
-well or better at every size, and is mixed at 50–200 cells (node 2 better at 50 and 100, node 3 worse at 50 and 100); its top-1
-is often not the true best (mean ground-truth rank up to 10 at 50 cells, 1–3 from 500 on): averaged predictions are smooth
-near the top. The FE-MLP per-op read-out does **not** reproduce the ground-truth op order: its Spearman with the op
+orders the menus as well or better from 500 cells on (node 2: 0.93–0.98 vs 0.84–0.93; node 3: 0.92–0.98 vs 0.80–0.90), node 1
+equally well or better at every size, and is mixed at 50–200 cells (node 2 better at 50 and 100, node 3 worse at 50 and 100);
+its top-1 is often not the true best (mean ground-truth rank up to 10 at 50 cells, 1–7 from 500 on): averaged predictions are
+smooth near the top. The FE-MLP per-op read-out does **not** reproduce the ground-truth op order: its Spearman with the op
 effects is −0.27 to 0.00 with a spread of 0.8–1.0 over repeats, i.e. its sign changes from seed to seed. The read-out is a
 magnitude, |scalar|, and the FE-MLP only has to make ops distinguishable for the GNN; `none`, the most harmful op, often gets
 the largest one. On NB-201, per-value FE-MLP scores are not an importance order; configuration scores are.
 """,
-    "lr": """At the same 100 epochs, lr 1e-3 beats the paper's 1e-4 at both sizes, by 0.29 at 100 cells and 0.09 at 1,000 (few cells ->
+    "lr": """At the same 100 epochs, lr 1e-3 beats the paper's 1e-4 at both sizes, by 0.29 at 100 cells and 0.08 at 1,000 (few cells ->
 few optimiser steps per epoch). Studies, searches and the library default therefore use 1e-3; the paper's 1e-4 stays available as `--preset paper`.
 """,
-    "ablation": """Without the ranking loss the prediction is about as good (0.81 vs 0.84) but hop norms stop meaning anything (final hop −0.17
-vs 0.86): the ranking term is what makes module scores interpretable. The GNN type matters little at 500 cells (0.83–0.84);
+    "ablation": """Without the ranking loss the prediction is about as good (0.82 vs 0.83) but hop norms stop meaning anything (final hop −0.18
+vs 0.85): the ranking term is what makes module scores interpretable. The GNN type matters little at 500 cells (0.83–0.84);
 GraphConv and GIN give slightly higher, steadier hop Spearman than GATv2. Hidden 16 is worse and unsteady (0.74 ± 0.09);
-64 is not better than 32.
+64 is not clearly better than 32 (0.84 ± 0.04 vs 0.83 ± 0.05).
 """,
     "ofa_search": """Readings. This is where unit scores have to pay off: the computed reading above compares AutoBuild with
 the same loop without pruning (predictor) budget by budget. Three repeats only. The oracle is a surrogate that is additive
@@ -725,16 +726,17 @@ model's extrapolation, not ImageNet accuracy (docs/evaluation.md, "Surrogate ben
 ,
     "motifs": """Both with an untrained ranker (cost does not depend on the weights), the machine otherwise idle. Marginal scoring pushes
 n_context whole networks per configuration through the ranker (64 per NB-201 configuration, 4 per OFA one: about 147,000
-graphs), about 10x the paper scoring's cost and still well under the authors' 70 s. Inside the OFA study, with a second
-job on the other core, the same scoring took 13.5 s.
+graphs), 6x (OFA) to 30x (NB-201) the paper scoring's cost and still well under the authors' 70 s. Inside the OFA study,
+with a second job on the other core, the same scoring of a trained ranker took 3.0 s.
 """,
-    "ofa": """Readings. The ranker fits (0.946 on held-out subnets) but a one-hot ridge does as well (0.965) on this clustered data.
+    "ofa": """Readings. The ranker fits (0.947 on held-out subnets) but a one-hot ridge does as well (0.965) on this clustered data.
 Per unit, marginal scoring prefers expansion 6 everywhere (the data's per-value means agree in 4 of 5 units); its kernel-size
-differences are at most 0.03 predicted points and should not be read as a preference. The paper scoring's per-unit e/k choices
-(e=3, k=3 in units 0 and 2) disagree with both. The authors' weakness reproduces with the paper scoring: its top-1 build ranks
-1,251st of the 3,125 architectures of its own top-5 pruned space by the same predictor. With marginal scoring the build ranks
-163rd: far better, not first, because a sum of per-unit marginals ignores interactions between units. The depth-wise check is
-mixed for both scorings (in-sample, groups of 35 to 603 subnets; negative only for the paper scoring, unit 2, depth 4).
+differences are at most 0.02 predicted points and should not be read as a preference. The paper scoring's choice e=3, k=3 in
+unit 0 disagrees with both. The authors' weakness reproduces with the paper scoring: its top-1 build ranks 1,867th of the
+3,125 architectures of its own top-5 pruned space by the same predictor. With marginal scoring the build ranks 5th (earlier
+runs of this study: 163rd): close to the space's best, not first, because a sum of per-unit marginals ignores interactions
+between units. The depth-wise check is mixed for both scorings (in-sample, groups of 35 to 603 subnets; negative only for the
+paper scoring, unit 0, depth 4).
 """,
 }
 

@@ -477,36 +477,30 @@ def markdown(res: dict, out: Path, how: str | None = None, readings: bool = Fals
 
 
 # Hand-written readings of the default run (seed 0), printed under the section by `bench all` (not in
-# --quick). They quote numbers from that run and from the lr 1e-3 run named in them; a rerun that
-# moves a number past what the text says needs the text updated.
+# --quick). They quote numbers from that run; a rerun that moves a number past what the text says
+# needs the text updated.
 READINGS = """Readings.
 
-- *Is a trained ranker worth it?* Not at the library defaults on 100 cells: lr 1e-4 for 200 epochs is 200 optimiser
-  steps (one batch an epoch), and the ranker is below the one-hot ridge on every task and below the best zero-training
-  score on six of seven, with a large spread over splits (std up to 0.16). At lr 1e-3, the rate this project's studies
-  use (`autobuild bench transnas ... --lr 0.001`, same splits; `docs/results/transnas_lr0.001.json`), it beats the ridge
-  on all seven tasks (segmentsemantic 0.806 vs 0.697, autoencoder 0.740 vs 0.654, class_object 0.608 vs 0.601) and the
-  best proxy on six (segmentsemantic 0.806 vs 0.789; it loses on class_scene, 0.660 vs 0.750); its final-hop norm ranks
-  as well as or better than its prediction on six tasks. The bar is high: `jacov`, picked on the
-  training cells, is the best proxy on six tasks (0.42–0.79) and needs no training at all. Its strength does not come
-  from NASLib's failure value on the 20 unreachable-output cells: on reachable cells alone its Spearman drops by at most
-  0.04 (segmentsemantic 0.784 → 0.765).
+- *Is a trained ranker worth it?* With the library defaults (400 epochs, lr 1e-3) on 100 cells, the ranker's prediction
+  beats the one-hot ridge on five of seven tasks (autoencoder 0.749 vs 0.654, segmentsemantic 0.761 vs 0.697; it loses on
+  class_object, 0.568 vs 0.601, and jigsaw, 0.521 vs 0.567) and the best zero-training proxy on three (it loses on
+  class_scene, 0.682 vs 0.750, normal, jigsaw and segmentsemantic, 0.761 vs 0.789). Its final-hop norm ranks better than
+  its prediction on six tasks and beats the best proxy on five (segmentsemantic 0.811, normal 0.811). The bar is high:
+  `jacov`, picked on the training cells, is the best proxy on six tasks (0.42–0.79) and needs no training at all. Its
+  strength does not come from NASLib's failure value on the 20 unreachable-output cells: on reachable cells alone its
+  Spearman drops by at most 0.04 (segmentsemantic 0.784 → 0.765).
 - *Shared knowledge.* In the data itself the quality order of unit configurations is shared by every task except
   autoencoding (data agreement 0.88–0.98 among the six others, 0.30–0.64 with autoencoder). Marginal unit scores of
-  the per-task rankers recover it: their agreement matrix follows the data's (0.91 over the 21 pairs), classification
-  vs segmentation 0.96–0.97 (data 0.95–0.98), and each task's scores match its data marginals (0.76–0.85). The paper
-  scoring does not (fidelity 0.19–0.57; classification vs segmentation 0.39–0.44). Op importance is the same story on
-  every task but one: conv 3×3 helps (+0.29 to +0.41 label std), `none` hurts (−0.31 to −0.38), ranker and data within
-  0.05 of each other; for the autoencoder skip connections help as much as conv 3×3 helps elsewhere (+0.31) and conv
-  3×3 hardly matters (+0.07).
-- *Transfer.* The class_object ranker, given no segmentation label, ranks segmentation cells at 0.766, above a
-  segmentation ranker trained from scratch on 200 labels (0.681) and level with the ridge on 200 (0.773). Fine-tuning it
-  on 10 or 20 labels makes it worse (0.59, 0.70); from 50 labels it is at least as good, and at 200 it gives the best
-  number of the curve (0.817). At lr 1e-3 the picture changes (same command with `--lr 0.001`): the source ranker
-  alone is weaker (0.654), fine-tuning clearly beats training from scratch only below 50 labels (0.48 vs 0.34 at 10,
-  0.67 vs 0.56 at 20), is level at 50, behind at 100 (0.735 vs 0.811), and both reach 0.851 at 200. The best proxy
-  picked on the n labels (0.72–0.78) is a bar that no ranker trained or fine-tuned on fewer than 50 target labels
-  clears; the untouched class_object ranker (0.766, default settings) does.
+  the per-task rankers recover most of it: their agreement follows the data's (0.79 over the 21 pairs; paper scoring
+  0.58), classification vs segmentation 0.88–0.92 (data 0.95–0.98), and each task's scores match its data marginals
+  (fidelity 0.80–0.86; paper scoring 0.40–0.75). Op importance is the same story on every task but one: conv 3×3 helps
+  (data +0.29 to +0.41 label std), `none` hurts (−0.31 to −0.38), ranker and data within 0.09 of each other; for the
+  autoencoder skip connections help as much as conv 3×3 helps elsewhere (+0.31) and conv 3×3 hardly matters (+0.07).
+- *Transfer.* The class_object ranker, given no segmentation label, ranks segmentation cells at 0.685: better than a
+  segmentation ranker trained from scratch on 10 or 20 labels (0.34, 0.50), worse from 50 labels on (0.72, 0.76, 0.87
+  at 50, 100, 200). Fine-tuning it does not pay: below scratch at every size but 20 (0.25 vs 0.34 at 10, 0.51 vs 0.50 at
+  20, 0.84 vs 0.87 at 200). The best proxy picked on the n labels (0.72–0.78) is a bar that no ranker trained or
+  fine-tuned on fewer than 50 target labels clears; from 200 labels both rankers pass it.
 """
 
 
