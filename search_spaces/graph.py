@@ -11,8 +11,8 @@ what ``torch_geometric`` layers need and converts to a PyG ``Batch`` on request.
 Architectures of one space share most of their modules (every NB-201 cell starts from the same
 input node; a few hundred distinct upstream modules cover a batch of 128 cells' 1,280 nodes), so a
 batch can be cut *deduplicated*: one row per class of nodes that no in-neighbour message passing of
-the given depth can tell apart (:meth:`GraphSet.node_classes`), with each class's multiplicity and
-the map from the batch's nodes to their class rows.
+the given depth can tell apart (:meth:`GraphSet.node_classes`), with maps from the batch's nodes
+to their class rows and back.
 """
 
 from __future__ import annotations
