@@ -7,6 +7,7 @@ import json
 import re
 import warnings
 
+import numpy as np
 import pytest
 
 
@@ -67,3 +68,26 @@ def test_op_effect_signs_the_data_allow(shared_dir):
     limit = truth.sign_limit(200, draws=400, seed=0)
     assert limit["none"] == 1.0 and limit["nor_conv_3x3"] == 1.0 and limit["nor_conv_1x1"] > 0.98
     assert 0.4 < limit["skip_connect"] < 0.75, limit
+
+
+def test_computed_readings_give_the_paired_standard_error():
+    """The win/loss reading of a search table states the standard error of the per-seed
+    difference and flags a difference under two of them."""
+    from benchmarks.all import verdict_multi, verdict_single
+
+    def cell(best):
+        return {"best_mean": float(np.mean(best)), "best": best}
+
+    res = {"optimum": 10.0, "budgets": [50, 100], "methods": {
+        "autobuild": {"50": cell([9.0, 9.2, 9.4]), "100": cell([9.5, 9.6, 9.7])},
+        "predictor": {"50": cell([8.0, 8.1, 8.2]), "100": cell([9.4, 9.9, 9.6])},
+        "tpe": {"50": cell([7.0, 7.0, 7.0]), "100": cell([9.0, 9.0, 9.0])}}}
+    text = verdict_single(res)
+    # B=50: +1.10 over predictor, per-seed differences 1.0 / 1.1 / 1.2 -> SE 0.06: a clear win
+    assert "B=50: **win** (autobuild 9.20 vs predictor 8.10, +1.10 ± 0.06 paired SE)" in text
+    # B=100: -0.03 against predictor, differences 0.1 / -0.3 / 0.1 -> SE 0.13: within noise
+    assert "B=100: **loss** (autobuild 9.60 vs predictor 9.63, -0.03 ± 0.13 paired SE, within 2 SE)" in text
+    assert "+1.10 ± 0.06 / -0.03 ± 0.13" in text
+    multi = {"budgets": [100], "methods": {"autobuild": {"100": {"hv_ratio_mean": 0.9, "hv_ratio": [0.8, 0.9, 1.0]}},
+                                           "nsga2": {"100": {"hv_ratio_mean": 0.8, "hv_ratio": [0.7, 0.8, 0.9]}}}}
+    assert "+0.100 ± 0.000 paired SE)" in verdict_multi(multi)
