@@ -39,7 +39,7 @@ class RankerModel(PythonModel):
         self.ranker = TrainedRanker.load(context.artifacts["ranker"])
         self.sign = 1.0 if self.config["direction"] == "maximize" else -1.0
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # a pandas hint: no warning, no extra validation
         archs = parse_archs(self.ranker.space, model_input)
         return self.sign * np.asarray(self.ranker.predict(archs), dtype=float)
 

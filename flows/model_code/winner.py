@@ -26,7 +26,7 @@ class WinnerModel(PythonModel):
         a = self.winner["arch"]
         return a if isinstance(a, str) else json.dumps(a)
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # a pandas hint: no warning, no extra validation
         if isinstance(model_input, pd.DataFrame):
             names = model_input[model_input.columns[0]].tolist() if len(model_input.columns) else []
         else:
