@@ -210,12 +210,14 @@ def test_probe_measures_candidates_and_caches_them_in_the_table(tmp_path):
     assert pick_precision({"fp32": 100.0, "bf16_cl": 50.0}) == "fp32"
 
 
-def _hold(folder, slots, log, hold_s):
+def _hold(folder, slots, log, hold_s, start=None):
     import os
     import time
 
     from evaluators.training import hold_slot
 
+    if start is not None:
+        start.wait(30)  # all processes contend at once, however staggered their start was
     with hold_slot(folder, "gpu-test", slots, poll_s=0.02) as k:
         t0 = time.time()
         time.sleep(hold_s)
@@ -229,7 +231,8 @@ def test_slots_cap_concurrent_trainings_across_processes(tmp_path):
 
     log = tmp_path / "log.txt"
     ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_hold, args=(tmp_path / "slots", 2, log, 0.3)) for _ in range(5)]
+    start = ctx.Barrier(5)
+    procs = [ctx.Process(target=_hold, args=(tmp_path / "slots", 2, log, 1.0, start)) for _ in range(5)]
     for p in procs:
         p.start()
     for p in procs:
