@@ -194,7 +194,7 @@ class Run:
             if model_description:
                 retry_on_conflict(self.client.update_registered_model, model_name, description=model_description)
         mv = retry_on_conflict(self.client.create_model_version, model_name, source=self.artifact_uri(artifact_path), run_id=self.run_id,
-                                              tags={k: str(v) for k, v in (tags or {}).items()}, description=description or None)
+                               tags={k: str(v) for k, v in (tags or {}).items()}, description=description or None)
         for alias in aliases:
             retry_on_conflict(self.client.set_registered_model_alias, model_name, alias, mv.version)
         return str(mv.version)

@@ -299,29 +299,12 @@ class GraphSet:
                 one per node; the batch's ``node_of`` and ``row_node`` map nodes to rows and back.
         """
         ids = torch.arange(self.n) if ids is None else torch.as_tensor(ids, dtype=torch.long)
-        node_idx = self._ranges(self.node_ptr, self.n_nodes, ids)
-        edge_idx = self._ranges(self.edge_ptr, self.n_edges, ids)
-        nn_ = self.n_nodes[ids]
-        new_node_offset = torch.cumsum(nn_, 0) - nn_
-        batch_vec = torch.repeat_interleave(torch.arange(len(ids)), nn_)
-        edge_graph = torch.repeat_interleave(torch.arange(len(ids)), self.n_edges[ids])
-        ei = self.edge_local[:, edge_idx] + new_node_offset[edge_graph].unsqueeze(0)
-        if not dedupe:
-            return GraphBatch(self.x_cat[node_idx], self.x_cont[node_idx], ei, batch_vec, len(ids), nn_)
-        _, node_of = torch.unique(self.node_classes(dedupe)[node_idx], return_inverse=True)
-        n_rows = int(node_of.max()) + 1 if len(node_of) else 0
-        pos = torch.arange(len(node_of))
-        first = torch.full((n_rows,), len(node_of), dtype=torch.long).scatter_reduce_(0, node_of, pos, "amin")
-        is_first = torch.zeros(len(node_of), dtype=torch.bool)
-        is_first[first] = True
-        # a class's in-edges are those of its first node (every node of the class has the same ones)
-        ei = node_of[ei[:, is_first[ei[1]]]]
-        rows = node_idx[first]
-        return GraphBatch(self.x_cat[rows], self.x_cont[rows], ei, batch_vec, len(ids), nn_, node_of, first)
+        return next(self.batches(ids, [0, len(ids)], dedupe))
 
     def batches(self, ids: Sequence[int] | torch.Tensor, bounds: Sequence[int], dedupe: int = 0):
-        """Yield ``batch(ids[bounds[i]:bounds[i + 1]], dedupe)`` for each i (an epoch's mini-batches),
-        cut in one pass: the same batches for a fraction of the tensor operations.
+        """Yield the batches of ``ids[bounds[i]:bounds[i + 1]]`` for each i (an epoch's mini-batches),
+        cut in one pass; each is what :meth:`batch` gives for its slice (which calls this with one
+        slice), for a fraction of the tensor operations of cutting them one by one.
 
         Args:
             ids: graph indices, in the order wanted.
