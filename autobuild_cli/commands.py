@@ -134,6 +134,11 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _two(v) -> str:
+    """A correlation as people read it (two decimals), or n/a."""
+    return "n/a" if v is None or v != v else f"{v:.2f}"
+
+
 def print_summary(s: dict, out: Path, seconds: float) -> None:
     from tasks.report import rounded
 
@@ -148,8 +153,15 @@ def print_summary(s: dict, out: Path, seconds: float) -> None:
               f"{rounded(cal.get('ceiling'), 3)} >= {cal.get('threshold')} ({cal.get('new')} new trainings, {cal.get('reused')} reused)")
     print(f"  evaluations: {ev.get('total')} total ({ev.get('new')} new, {ev.get('reused')} reused, {ev.get('failed')} failed)")
     if rk:
-        print(f"  ranker Spearman {rk.get('heldout_spearman', float('nan')):.3f} on its {rk.get('spearman_on')} set "
-              f"({rk.get('n_train')} architectures)")
+        if rk.get("spearman_on") == "training":  # too few seeds to hold any out
+            print(f"  seed ranker: Spearman {_two(rk.get('heldout_spearman'))} on its {rk.get('n_train')} training architectures "
+                  "(too few to hold any out; an in-sample figure)")
+        else:
+            print(f"  seed ranker: held-out Spearman {_two(rk.get('heldout_spearman'))} ({rk.get('n_train')} architectures)")
+    last = (s.get("search") or {}).get("last_round")
+    if last:
+        print(f"  search rankers, round {last.get('round')}: held-out Spearman {_two(last.get('val_spearman'))} "
+              f"({last.get('n_evaluated')} architectures evaluated)")
     for b in s.get("built", []):
         print(f"  built: {json.dumps(b['arch'], default=str)} -> {rounded(b.get('values'))}")
     if best:

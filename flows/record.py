@@ -234,9 +234,12 @@ class RunRecorder:
             self._search.artifact(p, "plots")
         self._search.end()
         self.used("search", sdir)
+        rounds = res.get("rounds") or []
         self.summary["search"] = {"method": res["method"], "n_eval": res["n_eval"], "best": res["best"],
-                                  "pareto_size": len(res["pareto"]), "rounds": len(res.get("rounds") or []),
-                                  "study_name": res["study_name"]}
+                                  "pareto_size": len(res["pareto"]), "rounds": len(rounds), "study_name": res["study_name"]}
+        if rounds:  # the rankers that steered the search, not the seed ranker: held out on most of the run's evaluations
+            last = rounds[-1]
+            self.summary["search"]["last_round"] = {k: last.get(k) for k in ("round", "n_evaluated", "val_spearman")}
 
     def winners(self, winners: list[dict], final_settings: dict, final_counts: dict | None) -> None:
         scored = [w for w in winners if w["target"] is not None]

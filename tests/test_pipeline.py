@@ -26,7 +26,7 @@ def uninterrupted(tiny_run):
 
 
 @pytest.mark.timeout(360)
-def test_end_to_end_run_summary_and_mlflow(uninterrupted):
+def test_end_to_end_run_summary_and_mlflow(uninterrupted, capsys):
     s = dict(uninterrupted)
     out, tmp_path = Path(s.pop("_out")), Path(s.pop("_tmp"))
     assert s["status"] == "completed"
@@ -41,6 +41,16 @@ def test_end_to_end_run_summary_and_mlflow(uninterrupted):
     for stage in ("sample", "evaluate", "train_ranker", "score", "build_prune", "search", "winners", "total"):
         assert stage in s["stage_seconds"]
     assert s["search"]["n_eval"] == 40 and s["search"]["method"] == "autobuild" and s["search"]["rounds"] >= 1
+    # the summary names the rankers that steered the search (last round, held out), not only the seed ranker
+    rounds_json = json.loads((out / "search_run.json").read_text())["rounds"]
+    last = s["search"]["last_round"]
+    assert last["round"] == rounds_json[-1]["round"] and last["n_evaluated"] == rounds_json[-1]["n_evaluated"] > s["ranker"]["n_train"]
+    assert last["val_spearman"] == rounds_json[-1]["val_spearman"]
+    from autobuild_cli.commands import print_summary
+
+    print_summary(s, out, 1.0)
+    printed = capsys.readouterr().out
+    assert "seed ranker: " in printed and f"search rankers, round {last['round']}: held-out Spearman " in printed
     # the report shows every round (held-out Spearman, pruned space, changes, where the picks came from)
     rounds_html = (out / "report.html").read_text(encoding="utf-8").split('id="rounds"')[1].split("</section>")[0]
     assert "<img " in rounds_html and rounds_html.count("<tr>") - 1 == s["search"]["rounds"]
