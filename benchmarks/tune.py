@@ -45,6 +45,15 @@ def _table(name: str, data: str | None):
     return S.load_bench("nasbench_graph", None, None, name), [50, 100, 200]
 
 
+def _method(overrides: list[str]) -> tuple[str, list[str]]:
+    """A variant's search method and settings: ``method=NAME`` among its overrides picks the method
+    (default autobuild), so a setting can be tried on the predictor loop too (both share the loop)."""
+    methods = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    if len(methods) > 1 or (methods and methods[0] not in ("autobuild", *REFERENCES)):
+        raise ConfigError(f"a variant takes at most one method=NAME, NAME one of autobuild, {', '.join(REFERENCES)}; got {methods}")
+    return (methods[0] if methods else "autobuild"), [o for o in overrides if not o.startswith("method=")]
+
+
 def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: str | Path, data: str | None = None,
          extra: dict[str, list[str]] | None = None, log=print) -> dict:
     """Run every (table, variant) pair not yet in ``out`` and merge the results into it.
@@ -52,6 +61,8 @@ def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: s
     Args:
         tables: ``nb201`` or NAS-Bench-Graph dataset names (``cora``, ``pubmed``, ``photo``, ...).
         variants: names from :data:`VARIANTS`, names of ``extra``, or reference methods (``tpe``, ...).
+            A variant's overrides may include ``method=NAME`` (e.g. ``predictor``) to run that method
+            with the variant's settings instead of AutoBuild.
         repeats: seeds ``seed .. seed + repeats - 1`` (keep ``seed`` >= 1000: those are the tuning seeds).
         seed: first seed.
         out: JSON file to merge into.
@@ -75,12 +86,12 @@ def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: s
             cell = res["tables"].setdefault(t, {})
             if v in cell:
                 continue
-            method, over = (v, []) if v in REFERENCES else ("autobuild", known[v])
+            method, over = (v, []) if v in REFERENCES else _method(known[v])
             t0 = time.time()
             r = S.run_single(bench.space, objective, [method], budgets, repeats, seed, S.bench_settings("default", over), lambda s: None)
             cell[v] = {"optimum": r["optimum"], "budgets": budgets, "cells": r["methods"][method], "seconds": round(time.time() - t0, 1)}
             if v not in REFERENCES:
-                res["variants"][v] = over
+                res["variants"][v] = known[v]
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(res, indent=1))
             log(f"{t:>10s} {v:>12s}: " + " / ".join(f"{cell[v]['cells'][str(b)]['best_mean']:.2f}" for b in budgets) + f"  ({cell[v]['seconds']:.0f}s)")

@@ -91,3 +91,22 @@ def test_computed_readings_give_the_paired_standard_error():
     multi = {"budgets": [100], "methods": {"autobuild": {"100": {"hv_ratio_mean": 0.9, "hv_ratio": [0.8, 0.9, 1.0]}},
                                            "nsga2": {"100": {"hv_ratio_mean": 0.8, "hv_ratio": [0.7, 0.8, 0.9]}}}}
     assert "+0.100 ± 0.000 paired SE)" in verdict_multi(multi)
+
+
+def test_tune_variant_can_run_the_predictor_loop(tmp_path):
+    """``method=predictor`` in a variant runs the predictor loop with the variant's settings: with no
+    other override it is the reference predictor run, seed for seed."""
+    from benchmarks.tune import _method, tune
+    from search_spaces.errors import ConfigError
+
+    assert _method(["method=predictor", "search.options.batch_min=5"]) == ("predictor", ["search.options.batch_min=5"])
+    assert _method(["search.options.batch_min=5"]) == ("autobuild", ["search.options.batch_min=5"])
+    with pytest.raises(ConfigError, match="method=NAME"):
+        _method(["method=grid"])
+    out = tmp_path / "tune.json"
+    res = tune(["cora"], ["predictor", "p"], 1, 1000, out, extra={"p": ["method=predictor"]}, log=lambda s: None)
+    cells = res["tables"]["cora"]
+    for b in ("50", "100", "200"):  # the same search (run times aside)
+        same, ref = cells["p"]["cells"][b], cells["predictor"]["cells"][b]
+        assert {k: v for k, v in same.items() if "second" not in k} == {k: v for k, v in ref.items() if "second" not in k}
+    assert res["variants"]["p"] == ["method=predictor"] and json.loads(out.read_text())["tables"]["cora"].keys() == {"predictor", "p"}
