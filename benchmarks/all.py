@@ -238,7 +238,9 @@ def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> s
             continue
         best_m = max(rivals, key=rivals.get)
         d = ours - rivals[best_m]
-        if d >= 0:
+        if opt - ours <= tie and opt - rivals[best_m] <= tie:  # both at the optimum: a difference there is rounding
+            word = f"tie at the optimum (both within {tie})"
+        elif d >= 0:
             word = "**win**" if d > 0 else "tie"
         elif opt - ours <= tie:
             word = f"tie (within {tie} of the optimum)"

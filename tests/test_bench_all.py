@@ -88,6 +88,10 @@ def test_computed_readings_give_the_paired_standard_error():
     # B=100: -0.03 against predictor, differences 0.1 / -0.3 / 0.1 -> SE 0.13: within noise
     assert "B=100: **loss** (autobuild 9.60 vs predictor 9.63, -0.03 ± 0.13 paired SE, within 2 SE)" in text
     assert "+1.10 ± 0.06 / -0.03 ± 0.13" in text
+    # both means within 0.01 of the optimum: a tie whichever is larger, as the acceptance counts it
+    at_opt = {"optimum": 10.0, "budgets": [50], "methods": {"autobuild": {"50": cell([10.0, 10.0, 9.985])},
+                                                            "tpe": {"50": cell([10.0, 9.99, 9.99])}}}
+    assert "B=50: tie at the optimum (both within 0.01)" in verdict_single(at_opt)
     multi = {"budgets": [100], "methods": {"autobuild": {"100": {"hv_ratio_mean": 0.9, "hv_ratio": [0.8, 0.9, 1.0]}},
                                            "nsga2": {"100": {"hv_ratio_mean": 0.8, "hv_ratio": [0.7, 0.8, 0.9]}}}}
     assert "+0.100 ± 0.000 paired SE)" in verdict_multi(multi)

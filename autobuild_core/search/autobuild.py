@@ -37,10 +37,11 @@ class IterativeSettings(BaseModel):
                         "prior observations count towards them")
     min_train: int = Field(10, ge=8, description="fewest successful evaluations before the ranker is trained "
                            "(below it, rounds propose stratified/random architectures)")
-    batch_min: int = Field(10, ge=1, description="smallest batch proposed per round")
+    batch_min: int = Field(5, ge=1, description="smallest batch proposed per round")
     batch_max: int = Field(20, ge=1, description="largest batch proposed per round")
     batch_growth: float = Field(0.1, ge=0, description="round batch = clip(batch_growth x evaluations so far, batch_min, batch_max): "
-                                "few retrainings early are wasted least, many late would cost most")
+                                "small batches early, when each evaluation moves the rankers most; larger ones late, when "
+                                "retraining costs most")
     ensemble: int = Field(3, ge=1, description="rankers per objective per round (different seeds and validation splits); "
                           "their spread is the uncertainty of the acquisition")
     graph_passes: int = Field(4000, ge=100, description="training work per ranker and round, in graphs seen: "
