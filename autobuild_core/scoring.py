@@ -11,6 +11,9 @@ the marginal graphs are built and what each costs: docs/scoring.md.
 from __future__ import annotations
 
 import json
+import threading
+import weakref
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -113,14 +116,57 @@ def score_units(trained, space, globals: dict | None = None, units: Sequence[int
     return df
 
 
-def _frame(space, u, configs, hops, norms, scores) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _UnitTable:
+    """What scoring a unit needs besides the ranker: its configurations, their depths, the score
+    table's ``config`` and ``label`` columns and (paper scoring) their unit graphs. None of it
+    depends on the weights, so it is built once per space, unit and globals (:func:`_unit_table`):
+    the search retrains and rescores every round, and on OFA-MobileNetV3 (7,371 configurations per
+    unit) rebuilding the labels and graphs each time cost more than scoring itself."""
+
+    configs: list
+    depths: np.ndarray
+    config_json: list
+    labels: list
+    graphs: tuple | None = None  # (GraphSet, exit nodes, hops)
+
+
+_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # space -> {(unit, globals): _UnitTable}
+_TABLES_LOCK = threading.Lock()
+
+
+def _unit_table(space, u: int, g: dict | None = None) -> _UnitTable:
+    """The cached :class:`_UnitTable` of unit ``u`` (with unit graphs for the globals ``g`` when given)."""
+    key = (u, None if g is None else json.dumps(g, sort_keys=True, default=str))
+    try:
+        with _TABLES_LOCK:
+            cached = _TABLES.setdefault(space, {})
+    except TypeError:  # a space that cannot be weakly referenced or hashed: build every time
+        cached = {}
+    hit = cached.get(key)
+    if hit is not None:
+        return hit
+    base = cached.get((u, None))
+    if base is None:
+        configs = space.unit_configs(u)
+        base = _UnitTable(configs, np.array([len(c) for c in configs]), [json.dumps([list(layer) for layer in c]) for c in configs],
+                          [space.format_config(u, c) for c in configs])
+    table = base if g is None else _UnitTable(base.configs, base.depths, base.config_json, base.labels,
+                                              space.unit_graph_set(u, base.configs, g))
+    with _TABLES_LOCK:
+        cached.setdefault((u, None), base)
+        cached[key] = table
+    return table
+
+
+def _frame(space, u, table: _UnitTable, hops, norms, scores) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "unit": u,
             "unit_name": space.units[u].name,
-            "depth": np.array([len(c) for c in configs]),
-            "config": [json.dumps([list(layer) for layer in c]) for c in configs],
-            "label": [space.format_config(u, c) for c in configs],
+            "depth": table.depths.copy(),  # the frame may be edited; the cache must not be
+            "config": table.config_json,
+            "label": table.labels,
             "hop": hops,
             "norm": norms,
             "score": scores,
@@ -133,17 +179,17 @@ def _score_paper(trained, space, globals, units) -> pd.DataFrame:
     g.update(globals or {})
     frames = []
     for u in units:
-        configs = space.unit_configs(u)
-        gs, exits, hops = space.unit_graph_set(u, configs, g)
+        table = _unit_table(space, u, g)
+        gs, exits, hops = table.graphs
         norms = exit_norms(trained.model, gs, exits, hops)
         hops = np.minimum(hops, trained.num_hops - 1)
         hop_mean = np.array([trained.hop_moments[h][0] for h in hops])
         hop_std = np.array([trained.hop_moments[h][1] for h in hops])
-        depths = np.array([len(c) for c in configs])
+        depths = table.depths
         moments = {d: trained.unit_moment(u, int(d)) for d in np.unique(depths)}
         mu = np.array([moments[d][0] for d in depths])
         sd = np.array([moments[d][1] for d in depths])
-        frames.append(_frame(space, u, configs, hops, norms, (norms - hop_mean) / hop_std * sd + mu))
+        frames.append(_frame(space, u, table, hops, norms, (norms - hop_mean) / hop_std * sd + mu))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -266,8 +312,8 @@ def _score_marginal(trained, space, globals, units, n_context: int, seed: int, b
     frames = []
     for u in units:
         menu = {layer: i for i, layer in enumerate(space.units[u].layer_choices)}
-        configs = space.unit_configs(u)
-        depths = np.array([len(c) for c in configs])
+        table = _unit_table(space, u)
+        configs, depths = table.configs, table.depths
         total = np.zeros(len(configs))
         for d in np.unique(depths):
             pos = np.flatnonzero(depths == d)
@@ -290,7 +336,7 @@ def _score_marginal(trained, space, globals, units, n_context: int, seed: int, b
                 if len(pending) * len(pos) >= batch_graphs:
                     flush()
             flush()
-        frames.append(_frame(space, u, configs, trained.num_hops - 1, np.nan, total / len(contexts)))
+        frames.append(_frame(space, u, table, trained.num_hops - 1, np.nan, total / len(contexts)))
     return pd.concat(frames, ignore_index=True)
 
 
