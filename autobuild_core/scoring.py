@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -151,8 +151,7 @@ def _unit_table(space, u: int, g: dict | None = None) -> _UnitTable:
         configs = space.unit_configs(u)
         base = _UnitTable(configs, np.array([len(c) for c in configs]), [json.dumps([list(layer) for layer in c]) for c in configs],
                           [space.format_config(u, c) for c in configs])
-    table = base if g is None else _UnitTable(base.configs, base.depths, base.config_json, base.labels,
-                                              space.unit_graph_set(u, base.configs, g))
+    table = base if g is None else replace(base, graphs=space.unit_graph_set(u, base.configs, g))
     with _TABLES_LOCK:
         cached.setdefault((u, None), base)
         cached[key] = table
