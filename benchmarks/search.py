@@ -216,24 +216,33 @@ def _stats(xs: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
+def _histories(method: str, space, objective: Objective, budgets, repeats, seed0, settings):
+    """Yield ``(budget, [history per repeat], seconds)`` for one method. A budget-free method runs
+    once per repeat at the largest budget and a smaller budget reads its prefix (its time is then
+    the whole run's); the others run once per budget and repeat."""
+    if method in BUDGET_FREE:
+        t0 = time.time()
+        longest = [run_method(method, space, objective, max(budgets), seed0 + r, settings) for r in range(repeats)]
+        took = time.time() - t0
+        for b in budgets:
+            yield b, [h[:b] for h in longest], took
+        return
+    for b in budgets:
+        t0 = time.time()
+        hists = [run_method(method, space, objective, b, seed0 + r, settings) for r in range(repeats)]
+        yield b, hists, time.time() - t0
+
+
 def run_single(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None]) -> dict:
     values = objective.table_values()[:, 0]
     optimum = float(np.nanmax(values))
     out = {"optimum": optimum, "methods": {}}
     for m in methods:
         out["methods"][m] = {}
-        longest, long_s = {}, 0.0
-        if m in BUDGET_FREE:  # one run at the largest budget; a smaller budget's run is its prefix
-            t0 = time.time()
-            longest = {r: run_method(m, space, objective, max(budgets), seed0 + r, settings) for r in range(repeats)}
-            long_s = time.time() - t0
-        for b in budgets:
-            bests, used, t0 = [], [], time.time()
-            for r in range(repeats):
-                hist = longest[r][:b] if m in BUDGET_FREE else run_method(m, space, objective, b, seed0 + r, settings)
-                bests.append(best_of(hist, objective.directions)), used.append(len(hist))
+        for b, hists, took in _histories(m, space, objective, budgets, repeats, seed0, settings):
+            bests = [best_of(h, objective.directions) for h in hists]
+            used = [len(h) for h in hists]
             mean, std = _stats(bests)
-            took = long_s if m in BUDGET_FREE else time.time() - t0  # a prefix's time is its whole run's
             cell = {"best_mean": mean, "best_std": std, "regret_mean": optimum - mean, "evaluations_used": float(np.mean(used)),
                     "best": bests, "seconds": round(took, 2), "seconds_per_repeat": round(took / repeats, 2)}
             out["methods"][m][str(b)] = cell
@@ -256,17 +265,16 @@ def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, set
     out = {"reference_point": ref, "true_front_size": int(len(true_front)), "hv_true": hv_true, "methods": {}}
     for m in methods:
         out["methods"][m] = {}
-        for b in budgets:
-            ratios, used, t0 = [], [], time.time()
-            for r in range(repeats):
-                hist = run_method(m, space, objective, b, seed0 + r, settings)
+        for b, hists, took in _histories(m, space, objective, budgets, repeats, seed0, settings):
+            ratios, used = [], []
+            for hist in hists:
                 ok = [h["values"] for h in hist if h["values"] is not None]
                 front = [ok[i] for i in non_dominated(ok, dirs)] if ok else []
                 ratios.append(hypervolume_2d(front, ref, dirs) / hv_true if hv_true > 0 else float("nan"))
                 used.append(len(hist))
             mean, std = _stats(ratios)
             cell = {"hv_ratio_mean": mean, "hv_ratio_std": std, "hv_ratio": ratios, "evaluations_used": float(np.mean(used)),
-                    "seconds": round(time.time() - t0, 2)}
+                    "seconds": round(took, 2), "seconds_per_repeat": round(took / repeats, 2)}
             out["methods"][m][str(b)] = cell
             log(f"{m:>16s} budget {b:>4d}: HV ratio {mean:6.4f} ± {std:6.4f}  evals {np.mean(used):6.1f}  ({cell['seconds']:.1f}s)")
     return out

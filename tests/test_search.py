@@ -133,6 +133,34 @@ def test_hypervolume_of_known_front():
     assert non_dominated(front + [(1.0, 1.5)], dirs) == [0, 1]
 
 
+def test_crowding_distance_favours_extremes_and_sparse_parts():
+    from autobuild_core.search import crowding_distance
+
+    # a front along a line: the ends are infinite, the point in the widest gap comes next
+    front = np.array([[0.0, 4.0], [1.0, 3.0], [1.2, 2.8], [4.0, 0.0]])
+    cd = crowding_distance(front)
+    assert np.isinf(cd[0]) and np.isinf(cd[3])
+    assert cd[2] > cd[1]  # (1.2, 2.8) borders the long gap to (4, 0)
+    assert cd[1] == pytest.approx((1.2 - 0.0) / 4 + (4.0 - 2.8) / 4)
+    assert np.all(np.isinf(crowding_distance(front[:2])))
+    with pytest.raises(ValueError, match="2-D"):
+        crowding_distance([1.0, 2.0])
+
+
+def test_hypervolume_improvement_is_the_hypervolume_a_point_adds():
+    from autobuild_core.search import hypervolume_improvement_2d
+
+    rng = np.random.default_rng(0)
+    dirs = ("maximize", "maximize")
+    for n_front in (0, 1, 3, 7):
+        front = rng.uniform(0, 1, (n_front, 2))
+        cands = rng.uniform(-0.2, 1.2, (30, 2))
+        ref = rng.uniform(-0.1, 0.3, 2)
+        base = hypervolume_2d(front, ref, dirs) if n_front else 0.0
+        expected = [hypervolume_2d(np.vstack([front, c[None]]), ref, dirs) - base for c in cands]
+        assert np.allclose(hypervolume_improvement_2d(front, cands, ref), expected)
+
+
 def test_optuna_study_persists_and_resumes(nb201, tmp_path):
     import optuna
 
@@ -213,4 +241,8 @@ def test_budget_free_methods_are_prefixes_of_longer_runs():
     st = bench_settings("default", ["train.epochs=5", "search.options={ensemble: 1, graph_passes: 100, epochs_min: 2, epochs_max: 3}"])
     for m in BUDGET_FREE:
         short, long = run_method(m, bench.space, objective, 25, 3, st), run_method(m, bench.space, objective, 35, 3, st)
+        assert [bench.key(r["arch"]) for r in short] == [bench.key(r["arch"]) for r in long[:25]], m
+    pareto = make_objective(bench, "acc", "acc,latency_ms")  # run_multi reads prefixes too
+    for m in ("autobuild", "random"):
+        short, long = run_method(m, bench.space, pareto, 25, 3, st), run_method(m, bench.space, pareto, 35, 3, st)
         assert [bench.key(r["arch"]) for r in short] == [bench.key(r["arch"]) for r in long[:25]], m

@@ -177,6 +177,23 @@ def test_two_objectives(nbg):
     assert len(set(keys)) == len(keys)
 
 
+@pytest.mark.parametrize("options", [dict(mo_acquisition="parego", front_order="sum"), dict(mo_acquisition="hvi", front_order="crowding")])
+def test_two_objective_acquisitions_and_parent_orders(nbg, options):
+    """Each two-objective acquisition and parent order runs its own proposals (not silently the
+    other) and keeps the budget's evaluations unique."""
+    space, table = nbg
+    runs = {}
+    for opts in (options, dict(mo_acquisition="hvi" if options["mo_acquisition"] == "parego" else "parego",
+                               front_order=options["front_order"])):
+        obj = TableObjective(space, table, metrics=("acc", "latency_ms"))
+        res = _search("autobuild", space, obj, 30, seed=4, directions=("maximize", "minimize"), settings={**FAST, **opts})
+        keys = [space.key(a) for a in obj.seen]
+        assert res.n_eval == 30 and len(set(keys)) == len(keys) and len(res.pareto) >= 1
+        runs[opts["mo_acquisition"]] = keys
+    assert runs["hvi"][:10] == runs["parego"][:10]  # same seeds
+    assert runs["hvi"][10:] != runs["parego"][10:]  # different acquisitions pick differently
+
+
 def test_targets_clipped_from_below():
     y = transform_targets(np.array([10.0, 10.0, 10.0, 90.0, 91.0, 92.0, np.nan]), "maximize", 0.5)
     assert y.min() == pytest.approx(np.quantile([10, 10, 10, 90, 91, 92], 0.5)) and np.isfinite(y).all()

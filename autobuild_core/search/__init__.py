@@ -3,7 +3,7 @@ evaluations (see :func:`run_search`). No Prefect or MLflow here: flows wrap thes
 
 from .autobuild import IterativeAutoBuild, IterativeSettings, PredictorGuided
 from .domain import Dimension, Domain, PrunedDomain, SpaceDomain, as_domain
-from .pareto import hypervolume_2d, non_dominated, to_minimization
+from .pareto import crowding_distance, hypervolume_2d, hypervolume_improvement_2d, non_dominated, to_minimization
 from .runner import SearchResult, run_search
 from .strategies import (
     OptunaNSGA2,
@@ -18,7 +18,7 @@ from .strategies import (
 
 __all__ = [
     "Dimension", "Domain", "PrunedDomain", "SpaceDomain", "as_domain",
-    "hypervolume_2d", "non_dominated", "to_minimization",
+    "crowding_distance", "hypervolume_2d", "hypervolume_improvement_2d", "non_dominated", "to_minimization",
     "SearchResult", "run_search",
     "SearchStrategy", "RandomSearch", "RegularizedEvolution", "OrderedSearch", "OptunaTPE", "OptunaNSGA2",
     "get_strategy", "list_methods",

@@ -24,7 +24,7 @@ from search_spaces.base import Arch
 from search_spaces.errors import ConfigError
 
 from .domain import Domain
-from .pareto import non_dominated
+from .pareto import crowding_distance, hypervolume_improvement_2d, non_dominated
 from .strategies import SearchStrategy, Values
 
 
@@ -53,6 +53,14 @@ class IterativeSettings(BaseModel):
     gnn: Literal["gatv2", "graphconv", "gin"] = Field("graphconv", description="message-passing layer of the ranker")
     clip_quantile: float = Field(0.5, ge=0, lt=1, description="training targets are clipped from below at this quantile "
                                  "of the evaluated values, so the ranker spends its capacity on the top")
+    front_order: Literal["sum", "crowding"] = Field("sum", description="two objectives: order within each non-dominated "
+                                                   "front when choosing parents (sum: by the sum of the training targets, "
+                                                   "which favours the most accurate end; crowding: NSGA-II's crowding distance, "
+                                                   "extremes first, so parents spread along the front)")
+    mo_acquisition: Literal["parego", "hvi"] = Field("parego", description="two objectives: how a batch slot scores the "
+                                                     "candidates (parego: augmented Chebyshev with random weights per slot; hvi: "
+                                                     "the hypervolume the candidate's upper confidence bound adds to the front, "
+                                                     "each pick joining the front for the next slot)")
     pool_parents: int = Field(10, ge=1, description="best evaluated architectures whose one-edit neighbours enter the pool "
                               "(for two objectives: non-dominated first)")
     pool_mutations: int = Field(400, ge=0, description="cap on the neighbours in the pool (sampled when more)")
@@ -306,7 +314,11 @@ class IterativeAutoBuild(SearchStrategy):
         rest, order = list(range(len(t))), []
         while rest:
             front = [rest[i] for i in non_dominated(t[rest], ["maximize"] * t.shape[1])]
-            front.sort(key=lambda i: -t[i].sum())
+            if self.settings.front_order == "crowding":
+                cd = crowding_distance(t[front])
+                front = [front[i] for i in sorted(range(len(front)), key=lambda i: (-cd[i], -t[front[i]].sum()))]
+            else:
+                front.sort(key=lambda i: -t[i].sum())
             order += front
             rest = [i for i in rest if i not in set(front)]
         return np.array(order)
@@ -423,11 +435,14 @@ class IterativeAutoBuild(SearchStrategy):
             lo, hi = t.min(0), t.max(0)
             span = np.where(hi > lo, hi - lo, 1.0)
             taken = np.zeros(len(pool), dtype=bool)
+            front = (t[non_dominated(t, ["maximize"] * t.shape[1])] - lo) / span if t.shape[1] == 2 else None
             for slot in range(min(n_model, len(pool))):
                 kappa = s.kappas[slot % len(s.kappas)] if s.kappas else 0.0
                 ucb = (mu + kappa * sd - lo) / span
                 if ucb.shape[1] == 1:
                     acq = ucb[:, 0]
+                elif s.mo_acquisition == "hvi":
+                    acq = _hvi_or_gap(front, ucb)
                 else:  # ParEGO: augmented Chebyshev with random weights per slot
                     w = self.rng.dirichlet(np.ones(ucb.shape[1]))
                     gap = 1.0 - ucb
@@ -435,6 +450,8 @@ class IterativeAutoBuild(SearchStrategy):
                 acq = np.where(taken, -np.inf, acq)
                 i = int(np.argmax(acq))
                 taken[i] = True
+                if front is not None:  # the pick joins the front it is scored against (its optimistic value)
+                    front = np.vstack([front, ucb[i]])
                 k = self.domain.key(pool[i])
                 out.append(pool[i]), keys.add(k)
                 self._picks.append((k, self._src.get(k, "uniform")))
@@ -467,6 +484,16 @@ class IterativeAutoBuild(SearchStrategy):
             if idx is not None:
                 x[r, offsets + np.asarray(idx, dtype=int)] = 1.0
         return x
+
+
+def _hvi_or_gap(front: np.ndarray, points: np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """Acquisition of two maximised, [0, 1]-scaled objectives: the hypervolume a point adds to
+    ``front`` (reference ``-margin`` below the evaluated range, so the front's ends count) where it
+    adds any; otherwise minus how far it must move in both objectives to become non-dominated
+    (the additive epsilon), so dominated candidates are still ordered."""
+    gain = hypervolume_improvement_2d(front, points, [-margin, -margin])
+    gap = np.min(np.max(front[None, :, :] - points[:, None, :], axis=2), axis=1) if len(front) else np.zeros(len(points))
+    return np.where(gain > 0, gain, -np.maximum(gap, 0.0))
 
 
 def _fit_ridges(x: np.ndarray, y: np.ndarray, members: int, seed: list, alpha: float = 1.0) -> list:

@@ -44,6 +44,27 @@ def non_dominated(points, directions: Sequence[str]) -> list[int]:
     return keep
 
 
+def crowding_distance(points) -> np.ndarray:
+    """NSGA-II's crowding distance of each point of one front (any directions: it reads only the
+    spacing): per objective, the gap between a point's two neighbours over the front's range,
+    summed; the extremes of every objective get ``inf``. Larger means a sparser part of the front.
+    """
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2:
+        raise ValueError("crowding_distance needs a 2-D array of points (rows) by objectives (columns)")
+    n = len(pts)
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(pts.shape[1]):
+        order = np.argsort(pts[:, j], kind="stable")
+        span = pts[order[-1], j] - pts[order[0], j]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if span > 0:
+            dist[order[1:-1]] += (pts[order[2:], j] - pts[order[:-2], j]) / span
+    return dist
+
+
 def hypervolume_2d(points, reference: Sequence[float], directions: Sequence[str] = ("maximize", "minimize")) -> float:
     """Area dominated by ``points`` and bounded by ``reference`` (in the objectives' own units).
 
@@ -65,3 +86,28 @@ def hypervolume_2d(points, reference: Sequence[float], directions: Sequence[str]
             area += (ref[0] - x) * (best_y - y)
             best_y = y
     return float(area)
+
+
+def hypervolume_improvement_2d(front, candidates, reference: Sequence[float]) -> np.ndarray:
+    """For each candidate, the area it adds to the hypervolume of ``front`` (both objectives
+    maximised, bounded below by ``reference``), vectorised over the candidates.
+
+    The region ``front`` dominates is a staircase; a candidate (a, b) adds, over each step of the
+    staircase left of a, the width of the step times how far b rises above it.
+
+    Example:
+        >>> hypervolume_improvement_2d([[2.0, 1.0]], [[1.0, 2.0], [1.0, 0.5]], [0.0, 0.0]).tolist()
+        [1.0, 0.0]
+    """
+    ref = np.asarray(reference, dtype=float)
+    cand = np.asarray(candidates, dtype=float).reshape(-1, 2)
+    pts = np.asarray(front, dtype=float).reshape(-1, 2)
+    if len(pts):
+        pts = pts[non_dominated(pts, ("maximize", "maximize"))]
+        pts = np.unique(pts, axis=0)  # sorted by the first objective, ascending; the second then descends
+    left = np.maximum(np.concatenate([[ref[0]], pts[:, 0]]), ref[0])
+    right = np.concatenate([pts[:, 0], [np.inf]])
+    height = np.maximum(np.concatenate([pts[:, 1], [ref[1]]]), ref[1])
+    width = np.clip(np.minimum(cand[:, :1], right[None, :]) - left[None, :], 0.0, None)
+    rise = np.clip(cand[:, 1:] - height[None, :], 0.0, None)
+    return (width * rise).sum(1)
