@@ -8,7 +8,8 @@ next batch by an upper confidence bound on the ensemble (plus a share of model-f
 the best, because greedy top-predicted batches stall). ``"predictor"`` is the same loop without
 unit scores: the pruned-space share of the pool is drawn uniformly instead, so comparing the two
 measures what module scores add. Two objectives: one ensemble per objective, ParEGO-style
-random-weight Chebyshev scalarisation per batch slot. Design and citations: docs/search.md.
+random-weight Chebyshev scalarisation per batch slot, parents spread along the front by crowding
+distance. Design and citations: docs/search.md.
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ class IterativeSettings(BaseModel):
     gnn: Literal["gatv2", "graphconv", "gin"] = Field("graphconv", description="message-passing layer of the ranker")
     clip_quantile: float = Field(0.5, ge=0, lt=1, description="training targets are clipped from below at this quantile "
                                  "of the evaluated values, so the ranker spends its capacity on the top")
-    front_order: Literal["sum", "crowding"] = Field("sum", description="two objectives: order within each non-dominated "
-                                                   "front when choosing parents (sum: by the sum of the training targets, "
-                                                   "which favours the most accurate end; crowding: NSGA-II's crowding distance, "
-                                                   "extremes first, so parents spread along the front)")
+    front_order: Literal["sum", "crowding"] = Field("crowding", description="two objectives: order within each non-dominated "
+                                                   "front when choosing parents (crowding: NSGA-II's crowding distance, extremes "
+                                                   "first, so parents spread along the front; sum: by the sum of the training "
+                                                   "targets, which favours the most accurate end)")
     mo_acquisition: Literal["parego", "hvi"] = Field("parego", description="two objectives: how a batch slot scores the "
-                                                     "candidates (parego: augmented Chebyshev with random weights per slot; hvi: "
+                                                     "candidates (parego: augmented Chebyshev with random weights per slot; hvi, "
+                                                     "a probe, not the default: "
                                                      "the hypervolume the candidate's upper confidence bound adds to the front, "
                                                      "each pick joining the front for the next slot)")
     pool_parents: int = Field(10, ge=1, description="best evaluated architectures whose one-edit neighbours enter the pool "
