@@ -437,13 +437,14 @@ class IterativeAutoBuild(SearchStrategy):
             lo, hi = t.min(0), t.max(0)
             span = np.where(hi > lo, hi - lo, 1.0)
             taken = np.zeros(len(pool), dtype=bool)
-            front = (t[non_dominated(t, ["maximize"] * t.shape[1])] - lo) / span if t.shape[1] == 2 else None
+            hvi = t.shape[1] == 2 and s.mo_acquisition == "hvi"
+            front = (t[non_dominated(t, ["maximize"] * t.shape[1])] - lo) / span if hvi else None
             for slot in range(min(n_model, len(pool))):
                 kappa = s.kappas[slot % len(s.kappas)] if s.kappas else 0.0
                 ucb = (mu + kappa * sd - lo) / span
                 if ucb.shape[1] == 1:
                     acq = ucb[:, 0]
-                elif s.mo_acquisition == "hvi":
+                elif hvi:
                     acq = _hvi_or_gap(front, ucb)
                 else:  # ParEGO: augmented Chebyshev with random weights per slot
                     w = self.rng.dirichlet(np.ones(ucb.shape[1]))
