@@ -160,6 +160,32 @@ def test_units_until_and_units_min_spearman_stop_drawing_from_the_pruned_space(n
     assert seen, "no round had a held-out Spearman"
 
 
+def test_explore_units_swaps_one_unit_for_a_kept_configuration(nbg):
+    """The probe option ``explore_units``: a model-free mutation replaces one unit of an evaluated
+    architecture with a configuration the round's pruned space kept; random edits (the default)
+    also reach configurations it dropped."""
+    space, table = nbg
+
+    def off_menu(explore_units):
+        rounds, obj = [], TableObjective(space, table)
+        _search("autobuild", space, obj, 25, seed=3, on_round=rounds.append,
+                settings={**FAST, "explore_fraction": 1.0, "explore_units": explore_units})
+        bad = 0
+        for r in rounds:
+            seen = obj.seen[: r["n_evaluated"]]
+            for a in r["batch"]:
+                diffs = [[u for u, (x, y) in enumerate(zip(a.units, b.units)) if x != y] for b in seen]
+                one = [d[0] for d in diffs if len(d) == 1]
+                assert one or explore_units == 0  # a unit swap is one unit away from an evaluated parent
+                kept = any(space.format_config(u, a.units[u]) in r["pruned"]["units"][u] for u in one)
+                bad += not kept
+        return bad, sum(len(r["batch"]) for r in rounds)
+
+    bad, n = off_menu(1.0)
+    assert n >= 10 and bad == 0
+    assert off_menu(0.0)[0] > 0
+
+
 def test_predictor_has_no_unit_scores(nbg):
     space, table = nbg
     rounds = []

@@ -114,3 +114,53 @@ def test_missing_table_is_a_clear_error(tmp_path):
         load_surrogate_bench("ofa_mbv3", str(tmp_path))
     with pytest.raises(ConfigError, match="unknown surrogate"):
         load_surrogate_bench("nb201", str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def trees(data_dir):
+    from evaluators.surrogate import OFASurrogateEvaluator
+
+    return OFASurrogateEvaluator(data_dir / OFA_TABLE, model="gbt")
+
+
+def test_tree_surrogate_fits_has_interactions_and_a_local_optimum(trees, surrogate, data_dir):
+    """The harder oracle: held-out fit as good as the ridge's in rank, not additive, deterministic,
+    and its reference optimum is a local maximum above every measured subnet's prediction."""
+    from evaluators.surrogate import OFASurrogateEvaluator, _ridge_path
+
+    cv = trees.cv
+    assert cv["n"] == trees.n_train and cv["spearman"] > 0.9 and cv["rmse"] < cv["table_std"] / 3
+    space = trees.space
+    sample = space.sample(3000, seed=5)
+    pred = trees.predict(sample)
+    assert trees.settings()["model"] == "gbt-numeric-v1" and trees.alpha is None
+    assert trees.fingerprint() != surrogate.fingerprint()
+    # not additive: the best additive (one-hot ridge) fit of its own predictions leaves a visible share unexplained
+    X = np.stack([surrogate._feat.row(space.format(a)) for a in sample])
+    b, w = _ridge_path(X[:2000], pred[:2000], [1.0])[0]
+    resid = pred[2000:] - (X[2000:] @ w + b)
+    assert 1 - resid.var() / pred[2000:].var() < 0.99
+    best, value = trees.optimum()
+    assert space.contains(best) and value == pytest.approx(float(trees.predict([best])[0]))
+    assert value >= max(trees.predict(trees.table_archs)) and value >= pred.max()
+    moves = trees._moves(trees._feat.numeric(space.format(best)))
+    assert len(moves) > 100 and trees._predict_numeric(moves).max() <= value + 1e-12
+    again = OFASurrogateEvaluator(data_dir / OFA_TABLE, model="gbt")
+    assert np.array_equal(again.predict(sample[:200]), pred[:200])
+    with pytest.raises(ConfigError, match="takes none"):
+        OFASurrogateEvaluator(data_dir / OFA_TABLE, model="gbt", alpha=1.0)
+    with pytest.raises(ConfigError, match="unknown surrogate model"):
+        OFASurrogateEvaluator(data_dir / OFA_TABLE, model="forest")
+
+
+def test_bench_search_tree_surrogate_reports_a_bound(data_dir, tmp_path):
+    from autobuild_cli.main import main
+
+    out = tmp_path / "gbt.json"
+    assert main(["bench", "search", "--surrogate", "ofa_mbv3_gbt", "--data", str(data_dir), "--methods", "random,rea",
+                 "--budgets", "30", "--repeats", "1", "--quiet", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    sur = res["surrogate"]
+    assert sur["kind"] == "gbt" and sur["optimum_exact"] is False and res["optimum"] == pytest.approx(sur["optimum"])
+    for m in ("random", "rea"):
+        assert res["methods"][m]["30"]["evaluations_used"] == 30 and res["methods"][m]["30"]["best_mean"] <= res["optimum"] + 1e-9

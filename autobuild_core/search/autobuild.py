@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from search_spaces.base import Arch
-from search_spaces.errors import ConfigError
+from search_spaces.errors import ConfigError, EncodingError
 
 from .domain import Domain
 from .pareto import crowding_distance, hypervolume_improvement_2d, non_dominated
@@ -89,6 +89,9 @@ class IterativeSettings(BaseModel):
     explore_fraction: float = Field(0.2, ge=0, le=1, description="share of each batch spent on model-free random mutations of "
                                     "the best evaluated architectures")
     explore_top: int = Field(5, ge=1, description="parents of the model-free mutations")
+    explore_units: float = Field(0.0, ge=0, le=1, description="(probe) share of the model-free mutations that replace one "
+                                 "unit of a parent with a configuration the pruned space kept for it, instead of a random "
+                                 "edit (predictor: random edits throughout)")
     stall_rounds: int = Field(0, ge=0, description="rounds without a change among the best explore_top architectures "
                               "after which a round explores harder (0: never)")
     stall_explore_fraction: float = Field(0.5, ge=0, le=1, description="explore_fraction of a stalled round")
@@ -260,7 +263,7 @@ class IterativeAutoBuild(SearchStrategy):
         info["units_share"] = share
         pool = self._pool(targets, pruned, share)
         n = s.batch(len(self._obs))
-        batch = self._select(pool, ensembles, targets, n, stalled)
+        batch = self._select(pool, ensembles, targets, n, stalled, pruned)
         info.update(batch=list(batch), pool_size=len(pool), stalled=stalled, seconds=time.time() - t0)
         self.rounds.append({k: v for k, v in info.items() if k != "unit_scores"})
         if self.on_round is not None:
@@ -426,7 +429,7 @@ class IterativeAutoBuild(SearchStrategy):
             means.append(p.mean(0)), stds.append(p.std(0))
         return np.stack(means, 1), np.stack(stds, 1)
 
-    def _select(self, pool: list, ensembles: list, targets: list, n: int, stalled: bool = False) -> list:
+    def _select(self, pool: list, ensembles: list, targets: list, n: int, stalled: bool = False, pruned=None) -> list:
         s = self.settings
         n_explore = int(round((s.stall_explore_fraction if stalled else s.explore_fraction) * n))
         n_model = n - n_explore
@@ -465,8 +468,13 @@ class IterativeAutoBuild(SearchStrategy):
         tries = 0
         while len(out) < n and tries < 200 * n:
             tries += 1
-            idx = self.domain.encode(parents[int(self.rng.integers(len(parents)))])
-            if idx is None:
+            parent = parents[int(self.rng.integers(len(parents)))]
+            idx = self.domain.encode(parent)
+            swap = (self._unit_swap(parent, pruned)
+                    if s.explore_units and pruned is not None and self.rng.random() < s.explore_units else None)
+            if swap is not None:
+                a = swap
+            elif idx is None:
                 a = self.domain.random_arch(self.rng)
             else:
                 for _ in range(int(self.rng.integers(1, max_edits + 1))):
@@ -476,6 +484,22 @@ class IterativeAutoBuild(SearchStrategy):
             if not self._seen(k) and k not in keys:
                 out.append(a), keys.add(k)
         return out or [self.domain.random_arch(self.rng)]
+
+    def _unit_swap(self, parent: Arch, pruned) -> Arch | None:
+        """``parent`` with one unit's configuration replaced by another one the pruned space kept for
+        that unit (None when no unit has one, or the result leaves the domain)."""
+        units = [u for u, ch in enumerate(pruned.unit_choices) if any(c != parent.units[u] for c in ch)]
+        if not units:
+            return None
+        u = units[int(self.rng.integers(len(units)))]
+        options = [c for c in pruned.unit_choices[u] if c != parent.units[u]]
+        cfgs = list(parent.units)
+        cfgs[u] = options[int(self.rng.integers(len(options)))]
+        try:
+            a = self.space.assemble(cfgs, parent.global_dict)
+        except EncodingError:
+            return None
+        return a if self.domain.contains(a) else None
 
     def _onehot(self, archs: list) -> np.ndarray:
         """One-hot rows of the domain's encoding (a row of zeros where an architecture has none)."""
