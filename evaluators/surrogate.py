@@ -115,7 +115,7 @@ def _fit_ridge(X: np.ndarray, y: np.ndarray, seed: int):
     return lambda Z: Z @ w + b
 
 
-def _fit_gbt(X: np.ndarray, y: np.ndarray, seed: int = 0):
+def _fit_gbt(X: np.ndarray, y: np.ndarray):
     """Gradient-boosted trees (``GBT_PARAMS``, deterministic); returns the fitted regressor."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -173,7 +173,7 @@ def _additive_best_units(f: _Features, w: np.ndarray) -> list:
 
 class OFASurrogateEvaluator(Evaluator):
     """Predicted ImageNet top-1 of any OFA-MobileNetV3 w1.0 subnet at resolution 224, from a
-    surrogate fitted on a measured table when constructed (about a second; no model file).
+    surrogate fitted on a measured table when constructed (seconds; no model file).
 
     Args:
         path: the measured table (``ofa_mbv3_w10_top1.jsonl`` layout: ``ks``, ``e``, ``d``, ``r``,

@@ -382,20 +382,21 @@ class TableEvaluator(_LookupEvaluator):
 
 
 class NB201TableEvaluator(_LookupEvaluator):
-    """NAS-Bench-201 CIFAR-10 table (``index, arch, cifar10_test_acc``), optionally joined by
-    ``index`` with a latency table whose columns become metrics ``latency_<device>``.
+    """NAS-Bench-201 table (``index, arch`` and metric columns, e.g. ``cifar10_test_acc`` or
+    ``cifar100_test_acc``), optionally joined by ``index`` with a latency table whose columns
+    become metrics ``latency_<device>``.
 
     Looked up, and keyed, by the exact official string: isomorphic strings were trained
     separately and carry different values. Values are returned unrounded.
 
     Args:
-        path: the accuracy table (``index``, ``arch``, accuracy columns).
+        path: the accuracy table (``index``, ``arch``, one or more numeric metric columns).
         latency_path: optional table of ``index`` plus one column per device, in milliseconds;
             it must cover every index of the accuracy table.
 
     Raises:
-        TableError: missing columns, a row that is not an NB-201 string, repeated indices, or
-            disagreeing duplicate rows.
+        TableError: missing columns (or no numeric metric column), a row that is not an NB-201
+            string, repeated indices, or disagreeing duplicate rows.
 
     Example:
         >>> ev = NB201TableEvaluator("/path/to/nb201_cifar10.csv")  # doctest: +SKIP
@@ -404,7 +405,7 @@ class NB201TableEvaluator(_LookupEvaluator):
 
     name = "nb201_table"
     version = "1"
-    required = ("index", "arch", "cifar10_test_acc")
+    required = ("index", "arch")
 
     def __init__(self, path: str | os.PathLike, latency_path: str | os.PathLike | None = None):
         self.path = _check_path(path, "NAS-Bench-201 table")
@@ -415,7 +416,7 @@ class NB201TableEvaluator(_LookupEvaluator):
         missing = [c for c in self.required if c not in cols]
         if missing:
             raise TableError(f"{self.path}: missing column(s) {missing}; a NAS-Bench-201 table needs {list(self.required)} "
-                             f"(found {cols}).")
+                             f"and one or more metric columns such as 'cifar10_test_acc' (found {cols}).")
         acc_cols = _metric_columns(self.path, cols, rows, {"index", "arch"}, None)
         table: dict[str, dict] = {}
         by_index: dict[int, str] = {}

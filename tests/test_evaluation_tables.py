@@ -84,7 +84,8 @@ def test_not_in_table_is_a_failed_record(tmp_path):
 
 
 @pytest.mark.parametrize("body,needles", [
-    ("index,arch\n0,{A}\n", ["missing column", "cifar10_test_acc"]),
+    ("index,cifar10_test_acc\n0,90\n", ["missing column", "'arch'", "cifar10_test_acc"]),
+    ("index,arch\n0,{A}\n", ["no numeric metric column"]),
     ("index,arch,cifar10_test_acc\n0,{A},90\n1,{B},nan\n", ["'cifar10_test_acc'", "line 3", "not finite"]),
     ("index,arch,cifar10_test_acc\n0,{A},90\n1,{B},ninety\n", ["'cifar10_test_acc'", "line 3", "not a number"]),
     ("index,arch,cifar10_test_acc\n0,{A},90\n1,{B},\n", ["'cifar10_test_acc'", "line 3", "missing"]),
@@ -99,6 +100,35 @@ def test_bad_nb201_tables(tmp_path, body, needles):
     for n in needles:
         assert n in str(e.value), str(e.value)
     assert str(p) in str(e.value) or "missing column" in str(e.value)
+
+
+def test_nb201_table_of_another_dataset_is_searched_on_its_accuracy(tmp_path, shared_dir):
+    """An NB-201 table for another dataset (CIFAR-100, ImageNet16-120 columns) loads and searches
+    on its own accuracy column; two accuracy columns need --target. Rows of the real CIFAR-10 table
+    under another column name stand in for the other dataset's values."""
+    import json
+
+    from autobuild_cli.main import main
+    from benchmarks.search import load_bench, make_objective
+
+    src = shared_dir / "data" / "nb201" / "nb201_cifar10.csv"
+    if not src.is_file():
+        pytest.skip(f"NAS-Bench-201 table {src} not found")
+    lines = src.read_text().splitlines()
+    p = tmp_path / "nb201_cifar100.csv"
+    p.write_text("\n".join(["index,arch,cifar100_test_acc"] + lines[1:400]) + "\n")
+    bench = load_bench("nb201", str(p), None, None)
+    assert make_objective(bench, None, None).names == ["cifar100_test_acc"]
+    out = tmp_path / "s.json"
+    assert main(["bench", "search", "--space", "nb201", "--table", str(p), "--methods", "random", "--budgets", "20",
+                 "--repeats", "1", "--quiet", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["target"] == "cifar100_test_acc" and res["methods"]["random"]["20"]["best_mean"] <= res["optimum"]
+    two = tmp_path / "two.csv"
+    two.write_text("\n".join(["index,arch,cifar100_test_acc,imagenet16_test_acc"] + [f"{r},{r.rsplit(',', 1)[1]}" for r in lines[1:50]]) + "\n")
+    with pytest.raises(ConfigError, match="--target"):
+        make_objective(load_bench("nb201", str(two), None, None), None, None)
+    assert make_objective(load_bench("nb201", str(two), None, None), "imagenet16_test_acc", None).names == ["imagenet16_test_acc"]
 
 
 def test_missing_files_and_latency_rows(tmp_path):
