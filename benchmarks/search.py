@@ -138,15 +138,12 @@ def make_objective(bench: Bench, target: str | None, objectives: str | None) -> 
     from autobuild_core.target import compile_target
 
     metric_names = set(bench.entries[0]) if bench.entries else set()
-    acc_default = next((m for m in ("acc", "cifar10_test_acc", "test_acc", "top1") if m in metric_names), None)
-    if acc_default is None:  # another benchmark's table (cifar100_test_acc, ImageNet16-120_test_acc, ...): its one accuracy column
-        accs = sorted(m for m in metric_names if "acc" in m.lower())
-        if len(accs) > 1 and not target:
-            raise ConfigError(f"Several accuracy columns {accs}; pass --target NAME (or an expression of the metrics) to choose one.")
-        acc_default = accs[0] if accs else None
-    target = target or acc_default
-    if target is None:
-        raise ConfigError(f"No accuracy column found; pass --target (metrics available: {sorted(metric_names)}).")
+    from autobuild_core.target import default_target
+
+    # the benchmarks' own accuracy names first (NAS-Bench-Graph also has valid_acc); otherwise the
+    # table's one accuracy-like column (cifar100_test_acc, ...), or an error asking for --target
+    target = target or next((m for m in ("acc", "cifar10_test_acc", "test_acc", "top1") if m in metric_names), None) \
+        or default_target(sorted(metric_names))
     t = compile_target(target)
     t.check_names(metric_names)
     if not objectives:

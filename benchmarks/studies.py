@@ -44,8 +44,10 @@ class NB201Truth:
     """The full table and its exact marginals."""
 
     def __init__(self, table: str):
+        from .common import targets
+
         self.space, self.archs, metrics = labelled_table("nb201", table)
-        self.y = np.array([m["cifar10_test_acc"] for m in metrics], dtype=float)
+        self.y = targets(metrics, None)[0]  # the table's accuracy column (cifar10_test_acc in the shared table)
         self.unit_marginal: list[dict] = []
         for u in range(len(self.space.units)):
             sums: dict = {}
