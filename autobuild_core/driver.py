@@ -286,14 +286,23 @@ class AutoBuild:
     def run(self) -> AutoBuildResult:
         """Seeds -> ranker -> scores -> build -> prune -> search; returns everything it found."""
         history: list = []
+        from .train import MIN_TRAINING_ARCHS
+
         seeds = self.sample_seeds()
         self.evaluate(seeds, history, "seed")
         archs, y = self.training_set(history)
-        trained = self.fit_ranker(archs, y)
-        scores, importance = self.score(trained)
-        built = self.build(scores, importance)
-        self.evaluate(built, history, "built")
-        pruned = self.prune(scores, importance, self.settings.search.budget - len(history))
+        s = self.settings.search
+        if len(archs) < MIN_TRAINING_ARCHS and s.enabled and s.method in ITERATIVE_METHODS:
+            # too few seeds succeeded for a ranker (e.g. a table that holds part of the space): the
+            # iterative search trains its own rankers once enough of its evaluations succeed
+            trained = scores = importance = pruned = None
+            built: list = []
+        else:
+            trained = self.fit_ranker(archs, y)
+            scores, importance = self.score(trained)
+            built = self.build(scores, importance)
+            self.evaluate(built, history, "built")
+            pruned = self.prune(scores, importance, self.settings.search.budget - len(history))
         result = None
         if self.settings.search.enabled and len(history) < self.settings.search.budget:
             result = self.search(history, pruned)
