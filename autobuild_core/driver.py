@@ -285,9 +285,9 @@ class AutoBuild:
 
     def run(self) -> AutoBuildResult:
         """Seeds -> ranker -> scores -> build -> prune -> search; returns everything it found."""
-        history: list = []
         from .train import MIN_TRAINING_ARCHS
 
+        history: list = []
         seeds = self.sample_seeds()
         self.evaluate(seeds, history, "seed")
         archs, y = self.training_set(history)

@@ -135,11 +135,9 @@ class Objective:
 
 
 def make_objective(bench: Bench, target: str | None, objectives: str | None) -> Objective:
-    from autobuild_core.target import compile_target
+    from autobuild_core.target import compile_target, default_target
 
     metric_names = set(bench.entries[0]) if bench.entries else set()
-    from autobuild_core.target import default_target
-
     # the benchmarks' own accuracy names first (NAS-Bench-Graph also has valid_acc); otherwise the
     # table's one accuracy-like column (cifar100_test_acc, ...), or an error asking for --target
     target = target or next((m for m in ("acc", "cifar10_test_acc", "test_acc", "top1") if m in metric_names), None) \
