@@ -326,13 +326,13 @@ def md_search_nbg(results: dict) -> str:
     return "\n".join(lines)
 
 
-def md_search_ofa(res: dict) -> str:
-    """A surrogate benchmark: what the oracle is, how well it fits, then the usual table."""
+def md_search_ofa(res: dict, json_name: str) -> str:
+    """A surrogate benchmark (its JSON is ``docs/results/<json_name>.json``): what the oracle is,
+    how well it fits, then the usual table."""
     budgets = [str(b) for b in res["budgets"]]
     sur = res["surrogate"]
     cv = sur["cv"]
     name = sur.get("name", "ofa_mbv3")
-    fname = "search_ofa_mbv3_surrogate" if name == "ofa_mbv3" else f"search_{name}_surrogate"
     if sur.get("optimum_exact", True):
         title, model = "", "a ridge surrogate on one-hot OFA features"
         optimum = f"Optimum of the surrogate {sur['optimum']:.2f} (exact: the model is additive)"
@@ -343,7 +343,7 @@ def md_search_ofa(res: dict) -> str:
                    "optimum, so a regret here can be slightly too small or negative")
     lines = [f"## Search in a space too large to tabulate (OFA-MobileNetV3, surrogate oracle{title})", "",
              _how(f"autobuild bench search --surrogate {name} --data $AUTOBUILD_DATA_DIR --methods {','.join(res['methods'])} "
-                  f"--budgets {','.join(budgets)} --repeats {res['repeats']} --seed 0 --json docs/results/{fname}.json"), "",
+                  f"--budgets {','.join(budgets)} --repeats {res['repeats']} --seed 0 --json docs/results/{json_name}.json"), "",
              f"Objective: the **predicted** ImageNet top-1 (%) of {model}, fitted on the "
              f"{sur['n_train']} measured subnets (as NAS-Bench-301 does; evaluators/surrogate.py). Space: {sur['space_size']:,} subnets "
              f"(7371^5, resolution 224). Surrogate fit, nested {cv['folds']}-fold CV: Spearman {cv['spearman']:.3f}, Kendall {cv['kendall']:.3f}, "
@@ -688,9 +688,9 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
     if nbg:
         parts.append(md_search_nbg(nbg))
     if "ofa_search" in res:
-        parts += [md_search_ofa(res["ofa_search"]), note("ofa_search")]
+        parts += [md_search_ofa(res["ofa_search"], JSON_NAMES["ofa_search"]), note("ofa_search")]
     if "ofa_search_gbt" in res:
-        parts += [md_search_ofa(res["ofa_search_gbt"]), note("ofa_search_gbt")]
+        parts += [md_search_ofa(res["ofa_search_gbt"], JSON_NAMES["ofa_search_gbt"]), note("ofa_search_gbt")]
     mo = {d: res[f"mo_{d}"] for d in MO_DEVICES if f"mo_{d}" in res}
     if mo:
         parts.append(md_multi(mo, out))

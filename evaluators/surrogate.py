@@ -228,6 +228,7 @@ class OFASurrogateEvaluator(Evaluator):
         self.alpha = None
         if self.model == "gbt":
             Xn = np.stack([self._feat.numeric(f) for f in fmts])
+            self._table_designs = (X, Xn)  # the local search for the optimum starts from both
             self._gbt = _fit_gbt(Xn, y)
             self.cv = cross_validate(Xn, y, model="gbt")
             return
@@ -312,9 +313,7 @@ class OFASurrogateEvaluator(Evaluator):
         or one stage's depth, per move) from the additive model's optimum and the ``starts`` table
         subnets the trees rank highest."""
         f = self._feat
-        rows = self.table_archs
-        table_x = np.stack([f.numeric(self.space.format(a)) for a in rows])
-        X = np.stack([f.row(self.space.format(a)) for a in rows])
+        X, table_x = self._table_designs
         _, w = _ridge_path(X, self._table_y, [_pick_alpha(X, self._table_y, CV_SEED)])[0]
         ridge_best = f.numeric(self.space.format(self.space.assemble(_additive_best_units(f, w), {"r": RESOLUTION})))
         order = np.argsort(-self._predict_numeric(table_x), kind="stable")[:starts]

@@ -469,14 +469,12 @@ class IterativeAutoBuild(SearchStrategy):
         while len(out) < n and tries < 200 * n:
             tries += 1
             parent = parents[int(self.rng.integers(len(parents)))]
-            idx = self.domain.encode(parent)
-            swap = (self._unit_swap(parent, pruned)
-                    if s.explore_units and pruned is not None and self.rng.random() < s.explore_units else None)
-            if swap is not None:
-                a = swap
-            elif idx is None:
+            a = (self._unit_swap(parent, pruned)
+                 if s.explore_units and pruned is not None and self.rng.random() < s.explore_units else None)
+            idx = self.domain.encode(parent) if a is None else None
+            if a is None and idx is None:
                 a = self.domain.random_arch(self.rng)
-            else:
+            elif a is None:
                 for _ in range(int(self.rng.integers(1, max_edits + 1))):
                     idx = self.domain.mutate_indices(idx, self.rng)
                 a = self.domain.decode(idx)
