@@ -70,6 +70,25 @@ def build_arch(space, scores: pd.DataFrame, importance: pd.DataFrame | None = No
     return space.assemble(configs, g)
 
 
+def rank_by_unit_scores(scores: pd.DataFrame, archs: Sequence) -> list:
+    """``archs`` best first by summed unit score (a configuration the table lacks counts as the
+    lowest score of its unit): building when only listed architectures can be evaluated.
+
+    Args:
+        scores: the table of :func:`~autobuild_core.scoring.score_units`.
+        archs: the candidate architectures.
+    """
+    table: dict[int, dict] = {}
+    for u, c, v in zip(scores["unit"], scores["config"], scores["score"]):
+        table.setdefault(int(u), {})[config_of(c)] = float(v)
+    floor = {u: min(d.values()) for u, d in table.items()}
+
+    def total(a) -> float:
+        return sum(table.get(u, {}).get(tuple(tuple(layer) for layer in cfg), floor.get(u, 0.0)) for u, cfg in enumerate(a.units))
+
+    return sorted(archs, key=total, reverse=True)
+
+
 @dataclass
 class PrunedSpace:
     """The top-k configurations of each unit (best first) and the global choices kept

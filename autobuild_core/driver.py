@@ -160,6 +160,9 @@ class AutoBuild:
         directions: "maximize"/"minimize" per objective value; the ranker learns the first.
         seed: seed of sampling, training and search.
         key: duplicate key of architectures (default: the space's key).
+        only: the only architectures that can be evaluated (a table that holds part of the space,
+            :func:`evaluators.partial_table_archs`): seeds and searches draw from them alone, so no
+            evaluation is spent on an architecture the objective cannot answer. None: the whole space.
 
     Example:
         >>> ab = AutoBuild(space, lambda archs: [(acc(a),) for a in archs], AutoBuildSettings())  # doctest: +SKIP
@@ -167,17 +170,20 @@ class AutoBuild:
     """
 
     def __init__(self, space, objective: Objective, settings: AutoBuildSettings | None = None,
-                 directions: Sequence[str] = ("maximize",), seed: int = 0, key: Callable | None = None):
+                 directions: Sequence[str] = ("maximize",), seed: int = 0, key: Callable | None = None,
+                 only: Sequence | None = None):
         self.space, self.objective = space, objective
         self.settings = settings or AutoBuildSettings()
         self.directions, self.seed = tuple(directions), int(seed)
         self.key = key or space.key
+        self.only = None if only is None else list(only)
 
     # ---- steps --------------------------------------------------------------------------------
     def sample_seeds(self, pool: Sequence | None = None) -> list:
         """``seeds.n`` distinct seed architectures: sampled from the space, or drawn from ``pool``
-        (e.g. the architectures a table holds)."""
+        (e.g. the architectures a table holds; by default ``only`` when it is given)."""
         n = self.settings.seeds.n
+        pool = self.only if pool is None else pool
         if pool is not None:
             pool = list(pool)
             rng = np.random.default_rng(self.seed)
@@ -199,6 +205,16 @@ class AutoBuild:
                 archs.append(r["arch"])
                 y.append(sign * float(r["values"][0]))
         return archs, np.asarray(y, dtype=float)
+
+    def skips_seed_ranker(self, n_ok: int) -> bool:
+        """Whether the seed ranker (and with it scoring, building and pruning) is skipped when
+        ``n_ok`` seeds have a value: only when there are too few to train one and the search is
+        iterative, which trains its own rankers once enough of its evaluations succeed (e.g. a
+        table that holds part of the space). Otherwise :meth:`fit_ranker` says what to fix."""
+        from .train import MIN_TRAINING_ARCHS
+
+        s = self.settings.search
+        return n_ok < MIN_TRAINING_ARCHS and s.enabled and s.method in ITERATIVE_METHODS
 
     def fit_ranker(self, archs: Sequence, y: Sequence[float], on_epoch: Callable | None = None):
         """Train the ranker (``settings.ranker``/``settings.train``) on ``archs`` labelled ``y``."""
@@ -228,12 +244,15 @@ class AutoBuild:
         return op_effects(trained, self.space, seed=self.seed)
 
     def build(self, scores, importance) -> list:
-        """``build.n`` architectures of top-scored configurations (empty when building is off)."""
-        from .build import build_arch, prune_space
+        """``build.n`` architectures of top-scored configurations (empty when building is off); with
+        ``only``, the listed architectures of highest summed unit score."""
+        from .build import build_arch, prune_space, rank_by_unit_scores
 
         b = self.settings.build
         if not b.enabled:
             return []
+        if self.only is not None:
+            return self._distinct(rank_by_unit_scores(scores, self.only))[: b.n]
         built = [build_arch(self.space, scores, importance)]
         if b.n > 1:
             for a in prune_space(self.space, scores, k=b.n, importance=importance).enumerate_by_score(limit=b.n * 4):
@@ -264,11 +283,17 @@ class AutoBuild:
         options = {"settings": dict(s.options)} if iterative else dict(s.options)
         options.update(kwargs)
         initial = [(r["arch"], r["values"]) for r in history]
-        if not iterative and pruned is not None and s.space == "pruned" and pruned.size <= s.budget - len(initial):
-            s_method, options["order"] = "ordered", pruned.enumerate_by_score()  # evaluate the whole pruned space best-first
+        only = self.only
+        if only is not None and where is not self.space:
+            only = [a for a in only if where.contains(a)]
+            if not only:  # the pruned space holds none of the listed architectures: search all of them
+                where, only = self.space, self.only
+        domain = as_domain(where, key=self.key, only=only)
+        if where is pruned and pruned.size <= s.budget - len(initial):  # evaluate the whole pruned space best-first
+            s_method, options["order"] = "ordered", [a for a in pruned.enumerate_by_score() if domain.admits(a)]
         else:
             s_method = s.method
-        return run_search(s_method, as_domain(where, key=self.key), self.objective, s.budget, self.seed,
+        return run_search(s_method, domain, self.objective, s.budget, self.seed,
                           directions=self.directions, initial=initial, batch_size=s.batch_size, **options)
 
     # ---- all of it ----------------------------------------------------------------------------
@@ -285,16 +310,11 @@ class AutoBuild:
 
     def run(self) -> AutoBuildResult:
         """Seeds -> ranker -> scores -> build -> prune -> search; returns everything it found."""
-        from .train import MIN_TRAINING_ARCHS
-
         history: list = []
         seeds = self.sample_seeds()
         self.evaluate(seeds, history, "seed")
         archs, y = self.training_set(history)
-        s = self.settings.search
-        if len(archs) < MIN_TRAINING_ARCHS and s.enabled and s.method in ITERATIVE_METHODS:
-            # too few seeds succeeded for a ranker (e.g. a table that holds part of the space): the
-            # iterative search trains its own rankers once enough of its evaluations succeed
+        if self.skips_seed_ranker(len(archs)):
             trained = scores = importance = pruned = None
             built: list = []
         else:

@@ -36,7 +36,7 @@ def _plan(quick: bool) -> dict:
                 "st_large": 1, "st_epochs": 5, "ablation_size": 60, "lr_sizes": [50], "ofa_epochs": 3, "ranker_repeats": 1, "ranker_epochs": 3,
                 "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1,
                 "effect_sizes": [50], "effect_models": 1, "effect_repeats": 1, "ofa_budgets": [20, 30], "ofa_repeats": 1}
-    return {"budgets": [25, 50, 100, 200], "nbg_budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 5,
+    return {"budgets": [25, 50, 100, 200], "nbg_budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 10,
             "sizes": [50, 100, 200, 500, 1000, 2000], "st_repeats": 3, "st_large": 2, "st_epochs": 100, "ablation_size": 500,
             "lr_sizes": [100, 1000], "ofa_epochs": 100, "ranker_repeats": 2, "ranker_epochs": 200, "ranker_train": 500, "ranker_test": 5000,
             "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2, "effect_sizes": [200, 500], "effect_models": 3,

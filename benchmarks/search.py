@@ -43,6 +43,7 @@ class Bench:
     label: str
     _cache: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # what the results JSON should carry about the oracle
+    only: list | None = None  # a table holding part of the space: every method searches its rows alone
 
     def key(self, arch):
         return self.evaluator.record_key(self.space, arch)
@@ -64,15 +65,21 @@ def load_bench(space_name: str, table: str | None, latency: str | None, dataset:
 
         if not table:
             raise ConfigError("bench search --space nb201 needs --table PATH (the NAS-Bench-201 CIFAR-10 CSV, e.g. $AUTOBUILD_DATA_DIR/nb201/nb201_cifar10.csv).")
-        ev = NB201TableEvaluator(table, latency_path=latency)
-        return Bench(space, ev, [m for _, m in ev.items(space)], str(table))
-    if space_name == "nasbench_graph":
+        ev, label = NB201TableEvaluator(table, latency_path=latency), str(table)
+    elif space_name == "nasbench_graph":
         from evaluators.tables import NASBenchGraphEvaluator
 
         ev = NASBenchGraphEvaluator(dataset or "cora")
-        return Bench(space, ev, [m for _, m in ev.items(space)], f"nas_bench_graph:{ev.dataset}")
-    raise ConfigError(f"bench search supports table spaces 'nb201' and 'nasbench_graph', not {space_name!r} "
-                      "(large spaces: --surrogate ofa_mbv3 --data DIR).")
+        label = f"nas_bench_graph:{ev.dataset}"
+    else:
+        raise ConfigError(f"bench search supports table spaces 'nb201' and 'nasbench_graph', not {space_name!r} "
+                          "(large spaces: --surrogate ofa_mbv3 --data DIR).")
+    from evaluators import partial_table_archs
+
+    items = ev.items(space)
+    only = partial_table_archs(ev, space, items=items)
+    info = {} if only is None else {"searched": f"the {len(only)} architectures the table holds (a part of the space); every method draws from them alone"}
+    return Bench(space, ev, [m for _, m in items], label, info=info, only=only)
 
 
 OFA_TABLE = "ofa_mbv3_imagenet/ofa_mbv3_w10_top1.jsonl"
@@ -192,7 +199,7 @@ def run_autobuild(space, objective: Objective, budget: int, seed: int, settings,
     s.seeds.n = min(s.seeds.n, max(2, budget - (s.build.n if s.build.enabled else 0)))
     if build_only:
         s.search.enabled = False
-    return AutoBuild(space, objective, s, objective.directions, seed, key=objective.bench.key).run()
+    return AutoBuild(space, objective, s, objective.directions, seed, key=objective.bench.key, only=objective.bench.only).run()
 
 
 def run_method(method: str, space, objective: Objective, budget: int, seed: int, settings) -> list:
@@ -202,7 +209,7 @@ def run_method(method: str, space, objective: Objective, budget: int, seed: int,
     if method in ("autobuild", "autobuild-build"):
         return run_autobuild(space, objective, budget, seed, settings, build_only=method == "autobuild-build").history
     options = {"settings": dict(settings.search.options)} if method == "predictor" else {}
-    res = run_search(method, as_domain(space, key=objective.bench.key), objective, budget, seed,
+    res = run_search(method, as_domain(space, key=objective.bench.key, only=objective.bench.only), objective, budget, seed,
                      directions=objective.directions, **options)
     return res.history
 
@@ -319,6 +326,8 @@ def run(args) -> int:
     settings = bench_settings(args.preset, args.overrides)
     log = print if not args.quiet else (lambda s: None)
     log(f"bench search: {args.space} ({bench.label}), objective(s) {objective.names}, budgets {budgets}, {args.repeats} repeats, seeds {args.seed}..{args.seed + args.repeats - 1}")
+    if bench.only is not None:
+        log(f"searching {bench.info['searched']}")
     t0 = time.time()
     runner = run_multi if multi else run_single
     out = runner(bench.space, objective, methods, budgets, args.repeats, args.seed, settings, log)

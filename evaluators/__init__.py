@@ -18,6 +18,7 @@ from .base import (
     TransientEvaluationError,
     get_evaluator,
     list_evaluators,
+    partial_table_archs,
     register_evaluator,
 )
 from .noise import NoiseReport, measure_noise, noise_from_records, noise_report
@@ -43,6 +44,6 @@ def __getattr__(name):
 
 __all__ = [
     "STATUS_OK", "STATUS_FAILED", "EvalRecord", "Evaluator", "EvaluationError", "TransientEvaluationError",
-    "get_evaluator", "list_evaluators", "register_evaluator", "EvaluationStore", "EvaluationOutcome",
+    "get_evaluator", "list_evaluators", "partial_table_archs", "register_evaluator", "EvaluationStore", "EvaluationOutcome",
     "evaluate_archs", "NoiseReport", "noise_report", "noise_from_records", "measure_noise", *_LAZY,
 ]

@@ -343,6 +343,36 @@ EVALUATORS.register("transnas_table", "evaluators.transnas:TransNASTableEvaluato
 EVALUATORS.register("ofa_mbv3_surrogate", "evaluators.surrogate:OFASurrogateEvaluator")
 
 
+def partial_table_archs(evaluator: Evaluator, space, probe: int = 256, seed: int = 0, items: list | None = None) -> list | None:
+    """The architectures a table evaluator holds when it holds only part of ``space``, else None.
+
+    A probe of ``probe`` random draws from the space (fixed ``seed``) tells a table that covers the
+    space (NAS-Bench-201, NAS-Bench-Graph's Cora: every draw is a row) from one that does not
+    (NAS-Bench-Graph's proteins: 2,021 of 26,206 architectures; a user's table of a few hundred
+    trained networks). Searches restricted to the returned list spend no evaluation on an
+    architecture the table cannot answer. Evaluators that cannot list their architectures
+    (training) give None.
+
+    Args:
+        evaluator: the evaluator.
+        space: the search space.
+        probe: random draws checked against the table.
+        seed: seed of the draws.
+        items: ``evaluator.items(space)`` when the caller has it already.
+
+    Example:
+        >>> partial_table_archs(get_evaluator("nasbench_graph", dataset="proteins"), space)  # doctest: +SKIP
+    """
+    items = evaluator.items(space) if items is None else items
+    if items is None:
+        return None
+    keys = {evaluator.record_key(space, a) for a, _ in items}
+    draws = space.sample(probe, seed=seed)
+    if all(evaluator.record_key(space, a) in keys for a in draws):
+        return None
+    return [a for a, _ in items]
+
+
 def register_evaluator(kind: str, target) -> None:
     """Register an evaluator class under ``kind`` (plug-ins may call this).
 

@@ -19,6 +19,7 @@ from search_spaces import get_space
 from tasks.config import RunConfig, config_from
 from tasks.layout import RunLayout
 from tasks.preflight import preflight
+from evaluators import partial_table_archs
 from evaluators.calibration import CalibrationError, should_calibrate
 from tasks.stages import (build_prune_task, calibrate_task, calibrated_config, sample_seeds, score_units_task, search_task,
                           train_ranker_task, value_of, winners_task)
@@ -98,29 +99,37 @@ def autobuild(config: Optional[dict[str, Any]] = None, run_dir: str = "runs/auto
                 rec.calibrated(cfg)
         evals = Evaluations(cfg, layout, space)
         objective = RunObjective(cfg, evals)
+        only = partial_table_archs(evals.evaluator, space)  # a table holding part of the space: search its rows alone
         ab = AutoBuild(space, objective, cfg.settings(), objective.directions, cfg.seed,
-                       key=lambda a: evals.evaluator.record_key(space, a))
+                       key=lambda a: evals.evaluator.record_key(space, a), only=only)
+        if only is not None:
+            rec.table_subset(len(only))
         with rec.stage("sample"):
             seeds, sdir = sample_seeds(ab, cfg, layout, evals.evaluator)
         with rec.stage("evaluate"):
             history = objective.evaluate(seeds, "seed", [])
             evals.check_failures("seed evaluation")
             rec.seeds(history, evals)
-        with rec.stage("train_ranker"):
-            trained, info, rdir = train_ranker_task(ab, cfg, layout, history, on_epoch=rec.ranker_run())
-            train_archs = ab.training_set(history)[0]
-            rec.ranker(info, rdir, [space.format(a) for a in train_archs[:5]])
-        with rec.stage("score"):
-            scores, importance, sdir = score_units_task(ab, cfg, layout, trained, rdir, train_archs)
-            rec.scores(scores, importance, sdir)
-        with rec.stage("build_prune"):
-            bp, bdir = build_prune_task(ab, cfg, layout, scores, importance, sdir, cfg.search.budget - len(history))
-            history = objective.evaluate([space.parse(a) for a in bp["built"]], "built", history)
-            rec.built(bp, bdir, history, space)
+        train_archs = ab.training_set(history)[0]
+        if ab.skips_seed_ranker(len(train_archs)):  # too few seeds succeeded; the iterative search trains its own rankers
+            bp, bkey = {"built": [], "pruned": None}, "no-seed-ranker"
+            rec.no_seed_ranker(len(train_archs), len(history))
+        else:
+            with rec.stage("train_ranker"):
+                trained, info, rdir = train_ranker_task(ab, cfg, layout, history, on_epoch=rec.ranker_run())
+                rec.ranker(info, rdir, [space.format(a) for a in train_archs[:5]])
+            with rec.stage("score"):
+                scores, importance, sdir = score_units_task(ab, cfg, layout, trained, rdir, train_archs)
+                rec.scores(scores, importance, sdir)
+            with rec.stage("build_prune"):
+                bp, bdir = build_prune_task(ab, cfg, layout, scores, importance, sdir, cfg.search.budget - len(history))
+                history = objective.evaluate([space.parse(a) for a in bp["built"]], "built", history)
+                rec.built(bp, bdir, history, space)
+            bkey = bdir.name
         if cfg.search.enabled and len(history) < cfg.search.budget:
             with rec.stage("search"):
                 on_trial, on_round = rec.search_run()
-                res, qdir = search_task(ab, cfg, layout, history, bp["pruned"], bdir.name, on_trial, on_round)
+                res, qdir = search_task(ab, cfg, layout, history, bp["pruned"], bkey, on_trial, on_round)
                 evals([space.parse(h["arch"]) for h in res["history"]], subflow=False)  # a reloaded search still counts
                 evals.check_failures("search")
                 rec.search(res, qdir)

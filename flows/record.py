@@ -190,6 +190,25 @@ class RunRecorder:
         self.summary["built"] = built
         self.summary["pruned"] = None if not bp["pruned"] else {"size": bp["pruned"]["size"], "k": bp["pruned"]["k"]}
 
+    def table_subset(self, n: int) -> None:
+        """The evaluator is a table that holds part of the space: seeds and the search draw from its rows alone."""
+        self.log.info("the %s table holds %d architectures, a part of the %s space: seeds and the search draw from them alone",
+                      self.cfg.evaluator.kind, n, self.cfg.space)
+        self.parent.params({"searched_table_rows": n})
+        self.summary["searched_table_rows"] = n
+
+    def no_seed_ranker(self, n_ok: int, n_seeds: int) -> None:
+        """Too few seeds succeeded for a seed ranker: nothing is scored, built or pruned before the
+        iterative search, whose own rankers (one child run per round) carry the knowledge."""
+        from autobuild_core.train import MIN_TRAINING_ARCHS
+
+        why = (f"only {n_ok} of {n_seeds} seed evaluations succeeded (a ranker needs {MIN_TRAINING_ARCHS}), so the seed ranker, "
+               "unit scores, built architectures and pruned space were skipped; the iterative search trains its own rankers "
+               "once enough of its evaluations succeed (the failures are in the evaluation store).")
+        self.log.warning(why)
+        self.parent.tags({"autobuild.seed_ranker": "skipped"})
+        self.summary.update(seed_ranker={"skipped": True, "n_ok": n_ok, "n_seeds": n_seeds, "why": why}, built=[], pruned=None)
+
     def search_run(self):
         """MLflow callbacks of the search: one metric point per evaluation, one child run per round."""
         child = self.tracker.start(f"search-{self.cfg.search.method}", parent=self.parent)

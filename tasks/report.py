@@ -328,6 +328,11 @@ def _overview(d: RunData) -> str:
     out = [_kv(pairs)]
     for p in d.problems:
         out.append(_note(p))
+    if (s.get("seed_ranker") or {}).get("skipped"):
+        out.append(_note(f"Seed ranker skipped: {s['seed_ranker']['why']}"))
+    if s.get("searched_table_rows"):
+        out.append(_note(f"The evaluator's table holds {s['searched_table_rows']} architectures, a part of the space: "
+                         "seeds and the search drew from them alone."))
 
     grid = []
     if evals:

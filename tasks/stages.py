@@ -95,7 +95,8 @@ def calibrated_config(cfg: RunConfig, result) -> RunConfig:
 def sample_seeds(ab, cfg: RunConfig, layout: RunLayout, evaluator) -> tuple[list, str]:
     """The seed architectures, persisted so a rerun evaluates the same ones; returns (archs, stage dir)."""
     space = ab.space
-    out = layout.stage("seeds", cfg.space, cfg.seed, cfg.seeds, cfg.evaluator.model_dump() if cfg.seeds.source == "table" else None)
+    from_table = cfg.seeds.source == "table" or ab.only is not None
+    out = layout.stage("seeds", cfg.space, cfg.seed, cfg.seeds, cfg.evaluator.model_dump() if from_table else None)
     if done(out):
         return [space.parse(a) for a in read_json(out / "seeds.json")], layout.relative(out)
     archs = ab.sample_seeds(pool=table_archs(evaluator, space) if cfg.seeds.source == "table" else None)

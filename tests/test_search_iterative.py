@@ -291,3 +291,38 @@ def test_finds_top_one_percent_nb201(shared_dir):
 
     res = run_search("autobuild", as_domain(space), obj, 60, seed=0, settings=FAST)
     assert res.best["values"][0] >= top1, f"best {res.best['values'][0]:.2f} below the top-1% threshold {top1:.2f}"
+
+
+def test_table_holding_part_of_the_space_is_searched_through_its_rows():
+    """NAS-Bench-Graph's proteins table holds 2,021 of the space's architectures: it is detected as
+    partial (Cora is not), and every method, seeds and the built architecture included, evaluates
+    only listed architectures, so no evaluation of the budget fails."""
+    from autobuild_core.driver import AutoBuild, AutoBuildSettings
+    from autobuild_core.search import SubsetDomain, as_domain
+    from evaluators import partial_table_archs
+    from evaluators.tables import NASBenchGraphEvaluator
+    from search_spaces.nasbench_graph import load_bench
+
+    space = get_space("nasbench_graph")
+    assert partial_table_archs(NASBenchGraphEvaluator("cora"), space) is None
+    rows = partial_table_archs(NASBenchGraphEvaluator("proteins"), space)
+    assert rows is not None and len(rows) == 2021
+    table = load_bench("proteins")
+    listed = {space.key(a) for a in rows}
+    dom = as_domain(space, key=space.key, only=rows)
+    assert isinstance(dom, SubsetDomain) and dom.size == 2021
+    rng = np.random.default_rng(0)
+    assert all(dom.admits(dom.decode(dom.mutate_indices(dom.random_indices(rng), rng))) for _ in range(50))
+    for method in ("random", "rea", "tpe", "predictor", "autobuild"):
+        obj = TableObjective(space, table)
+        res = run_search(method, as_domain(space, key=space.key, only=rows), obj, 30, seed=3,
+                         **({"settings": FAST} if method in ("predictor", "autobuild") else {}))
+        keys = [space.key(a) for a in obj.seen]
+        assert res.n_eval == 30 and len(set(keys)) == 30, method
+        assert set(keys) <= listed and all(r["values"] is not None for r in res.history), method
+    obj = TableObjective(space, table)
+    st = AutoBuildSettings.model_validate({"seeds": {"n": 12}, "train": {"epochs": 10}, "search": {"budget": 40, "options": FAST}})
+    res = AutoBuild(space, obj, st, seed=1, only=rows).run()
+    assert len(res.history) == 40 and all(r["values"] is not None for r in res.history)
+    assert res.ranker is not None and res.built and all(space.key(a) in listed for a in res.built)
+    assert {space.key(a) for a in obj.seen} <= listed

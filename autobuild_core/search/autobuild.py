@@ -385,7 +385,7 @@ class IterativeAutoBuild(SearchStrategy):
 
         def add(a) -> None:
             k = self.domain.key(a)
-            if not self._seen(k) and k not in keys:
+            if not self._seen(k) and k not in keys and self.domain.admits(a):
                 keys.add(k)
                 pool.append(a)
                 self._src[k] = src

@@ -103,6 +103,16 @@ class Domain(ABC):
     def contains(self, arch: Arch) -> bool:
         return self.encode(arch) is not None
 
+    def admits(self, arch: Arch) -> bool:
+        """Cheap check for an architecture built from this domain's own indices (a decoded
+        neighbour or mutation): True unless the domain is a listed subset that lacks it."""
+        return True
+
+    def project(self, indices: Sequence[int], rng: np.random.Generator) -> Arch:
+        """An architecture of the domain for choice indices that may decode to one it does not
+        admit: the decoded one, or (a listed subset) the nearest listed one."""
+        return self.decode(indices)
+
     def random_indices(self, rng: np.random.Generator) -> tuple:
         return tuple(int(rng.integers(d.size)) for d in self.dims)
 
@@ -275,6 +285,85 @@ class PrunedDomain(Domain):
             yield self.decode(idx)
 
 
+class SubsetDomain(Domain):
+    """The listed architectures of another domain, e.g. the rows of a benchmark table that holds
+    part of its space (NAS-Bench-Graph's proteins: 2,021 of 26,206 architectures), so that no
+    evaluation is spent on an architecture that cannot be evaluated.
+
+    The dimensions are the inner domain's, so every strategy runs unchanged: random draws take a
+    listed architecture, mutations retry until they land on one (else a random listed one), and a
+    proposal from outside (Optuna's samplers cannot be restricted) is replaced by the nearest
+    listed architecture in Hamming distance over the dimensions (:meth:`project`).
+
+    Args:
+        inner: the domain the architectures come from (a space's or a pruned space's).
+        archs: the allowed architectures; those outside ``inner`` and duplicates (by key) are dropped.
+    """
+
+    def __init__(self, inner: Domain, archs: Sequence[Arch]):
+        super().__init__(inner._key)
+        self.inner, self.space, self.dims = inner, inner.space, inner.dims
+        self._archs, rows, self._keys = [], [], set()
+        for a in archs:
+            k, idx = inner.key(a), inner.encode(a)
+            if idx is not None and k not in self._keys:
+                self._keys.add(k)
+                self._archs.append(a)
+                rows.append(idx)
+        if not self._archs:
+            raise ValueError("none of the listed architectures lies in the domain searched")
+        self._rows = np.asarray(rows, dtype=np.int64).reshape(len(rows), len(self.dims))
+        self._act = np.asarray([inner.active(r) for r in rows], dtype=bool).reshape(self._rows.shape)
+
+    @property
+    def size(self) -> int:
+        return len(self._archs)
+
+    @property
+    def controllers(self) -> list[int]:
+        return self.inner.controllers
+
+    def active(self, indices: Sequence[int]) -> list[bool]:
+        return self.inner.active(indices)
+
+    def decode(self, indices: Sequence[int]) -> Arch:
+        return self.inner.decode(indices)
+
+    def encode(self, arch: Arch) -> tuple | None:
+        return self.inner.encode(arch) if self.inner.key(arch) in self._keys else None
+
+    def admits(self, arch: Arch) -> bool:
+        return self.inner.key(arch) in self._keys
+
+    def _all_archs(self) -> Iterator[Arch]:
+        return iter(list(self._archs))
+
+    def random_indices(self, rng: np.random.Generator) -> tuple:
+        return tuple(int(v) for v in self._rows[int(rng.integers(len(self._archs)))])
+
+    def random_arch(self, rng: np.random.Generator) -> Arch:
+        return self._archs[int(rng.integers(len(self._archs)))]
+
+    def mutate_indices(self, indices: Sequence[int], rng: np.random.Generator, tries: int = 64) -> tuple:
+        for _ in range(tries):
+            idx = self.inner.mutate_indices(indices, rng)
+            if tuple(idx) != tuple(indices) and self.admits(self.inner.decode(idx)):
+                return idx
+        return self.random_indices(rng)
+
+    def project(self, indices: Sequence[int], rng: np.random.Generator) -> Arch:
+        """The decoded architecture when listed, else the listed one closest to ``indices``
+        (fewest differing active dimensions; ties broken at random)."""
+        arch = self.inner.decode(indices)
+        if self.admits(arch):
+            return arch
+        idx = np.asarray(indices, dtype=np.int64)
+        act = np.asarray(self.inner.active(list(indices)), dtype=bool)
+        dist = ((self._rows != idx) & (self._act | act)).sum(1)
+        best = np.flatnonzero(dist == dist.min())
+        return self._archs[int(best[int(rng.integers(len(best)))])]
+
+
 def _plan_globals(global_choices: dict, dims: list) -> list:
     """(name, dim index or None, values) per global choice, appending a dimension to ``dims`` for
     each choice with more than one value (a single value needs no search dimension)."""
@@ -307,21 +396,24 @@ def _encode_globals(arch: Arch, globals_spec, idx: list) -> tuple | None:
     return tuple(idx)
 
 
-def as_domain(obj, key: Callable[[Arch], Hashable] | None = None) -> Domain:
+def as_domain(obj, key: Callable[[Arch], Hashable] | None = None, only: Sequence[Arch] | None = None) -> Domain:
     """A :class:`Domain` over ``obj``: a Domain (returned as is), a ``PrunedSpace`` or a ``SearchSpace``.
 
     Args:
         obj: what to search over.
         key: duplicate key of architectures (default: the space's isomorphism-aware key).
+        only: when given, the domain holds only these architectures (:class:`SubsetDomain`).
     """
     from search_spaces.base import SearchSpace
 
     from ..build import PrunedSpace
 
     if isinstance(obj, Domain):
-        return obj
-    if isinstance(obj, PrunedSpace):
-        return PrunedDomain(obj, key=key)
-    if isinstance(obj, SearchSpace):
-        return SpaceDomain(obj, key=key)
-    raise TypeError(f"cannot search over {type(obj).__name__}: expected a SearchSpace, a PrunedSpace or a Domain")
+        dom = obj
+    elif isinstance(obj, PrunedSpace):
+        dom = PrunedDomain(obj, key=key)
+    elif isinstance(obj, SearchSpace):
+        dom = SpaceDomain(obj, key=key)
+    else:
+        raise TypeError(f"cannot search over {type(obj).__name__}: expected a SearchSpace, a PrunedSpace or a Domain")
+    return dom if only is None else SubsetDomain(dom, only)

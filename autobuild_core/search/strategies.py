@@ -207,13 +207,18 @@ class _OptunaStrategy(SearchStrategy):
             if i not in ctrl and act[i]:
                 idx[i] = self._label_index[i][trial.suggest_categorical(d.name, self._dist[i].choices)]
         arch = self.domain.decode(idx)
+        if not self.domain.admits(arch):  # a listed subset lacks it: close the trial, propose the nearest listed one
+            trial.set_user_attr("outside", True)
+            self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
+            return self.domain.project(idx, self.rng)
         self._pending.setdefault(self.domain.key(arch), []).append(trial)
         return arch
 
     def tell(self, arch: Arch, values: Values | None, duplicate: bool = False) -> None:
         trials = self._pending.get(self.domain.key(arch))
         if not trials:
-            self.observe(arch, values)
+            if not duplicate:
+                self.observe(arch, values)
             return
         trial = trials.pop(0)
         if not trials:
@@ -239,7 +244,7 @@ class _OptunaStrategy(SearchStrategy):
     def prior(self) -> list[tuple[Arch, Values | None]]:
         out = []
         for t in self.study.get_trials(deepcopy=False):
-            if t.user_attrs.get("duplicate") or t.state.name not in ("COMPLETE", "FAIL"):
+            if t.user_attrs.get("duplicate") or t.user_attrs.get("outside") or t.state.name not in ("COMPLETE", "FAIL"):
                 continue
             idx = [0] * len(self.domain.dims)
             try:
