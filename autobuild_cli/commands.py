@@ -152,6 +152,8 @@ def print_summary(s: dict, out: Path, seconds: float) -> None:
         print(f"  calibration: {cal['chosen']['epochs']} epochs x {cal['chosen']['n_train'] or 'all'} training images, ceiling "
               f"{rounded(cal.get('ceiling'), 3)} >= {cal.get('threshold')} ({cal.get('new')} new trainings, {cal.get('reused')} reused)")
     print(f"  evaluations: {ev.get('total')} total ({ev.get('new')} new, {ev.get('reused')} reused, {ev.get('failed')} failed)")
+    if s.get("searched_table_rows"):
+        print(f"  searched: the {s['searched_table_rows']} architectures the table holds (a part of the space)")
     if (s.get("seed_ranker") or {}).get("skipped"):
         print(f"  seed ranker: skipped, {s['seed_ranker']['n_ok']} of {s['seed_ranker']['n_seeds']} seed evaluations succeeded "
               "(the search's own rankers took over)")

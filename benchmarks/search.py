@@ -71,8 +71,15 @@ def load_bench(space_name: str, table: str | None, latency: str | None, dataset:
 
         ev = NASBenchGraphEvaluator(dataset or "cora")
         label = f"nas_bench_graph:{ev.dataset}"
+    elif space_name == "transnas_micro":
+        from evaluators.transnas import TransNASTableEvaluator
+
+        if not table:
+            raise ConfigError("bench search --space transnas_micro needs --table PATH (NASLib's zc_transbench101_micro.json, "
+                              "e.g. $AUTOBUILD_DATA_DIR/transnas101_micro/zc_transbench101_micro.json) and --target TASK.")
+        ev, label = TransNASTableEvaluator(table, proxies=False), str(table)
     else:
-        raise ConfigError(f"bench search supports table spaces 'nb201' and 'nasbench_graph', not {space_name!r} "
+        raise ConfigError(f"bench search supports table spaces 'nb201', 'nasbench_graph' and 'transnas_micro', not {space_name!r} "
                           "(large spaces: --surrogate ofa_mbv3 --data DIR).")
     from evaluators import partial_table_archs
 
@@ -313,7 +320,7 @@ def run(args) -> int:
         bench = load_surrogate_bench(args.surrogate, args.data)
         args.space = bench.space.name
     elif not args.space:
-        raise ConfigError("bench search needs --space (nb201, nasbench_graph) or --surrogate ofa_mbv3 --data DIR.")
+        raise ConfigError("bench search needs --space (nb201, nasbench_graph, transnas_micro) or --surrogate ofa_mbv3 --data DIR.")
     else:
         bench = load_bench(args.space, args.table, args.latency, args.dataset)
     objective = make_objective(bench, args.target, args.objectives)
@@ -353,7 +360,7 @@ def register(sub) -> None:
         help="AutoBuild vs random / REA / TPE (or NSGA-II) at equal evaluation budgets on a benchmark table",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--space", help="nb201 or nasbench_graph (or use --surrogate)")
+    p.add_argument("--space", help="nb201, nasbench_graph or transnas_micro (or use --surrogate)")
     p.add_argument("--surrogate", choices=sorted(SURROGATES), help="search a space too large to tabulate against a surrogate oracle "
                    "fitted on DATA's measured table (OFA-MobileNetV3 at 224 px, ~2.2e19 subnets; ofa_mbv3: additive ridge, "
                    "exact optimum; ofa_mbv3_gbt: gradient-boosted trees with interactions; see docs/evaluation.md)")

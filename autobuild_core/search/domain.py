@@ -301,7 +301,7 @@ class SubsetDomain(Domain):
     """
 
     def __init__(self, inner: Domain, archs: Sequence[Arch]):
-        super().__init__(inner._key)
+        super().__init__(inner.key)
         self.inner, self.space, self.dims = inner, inner.space, inner.dims
         self._archs, rows, self._keys = [], [], set()
         for a in archs:
