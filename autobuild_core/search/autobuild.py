@@ -82,6 +82,9 @@ class IterativeSettings(BaseModel):
     ridge_members: int = Field(0, ge=0, description="(probe, not the default) bootstrap ridge regressions on the one-hot "
                                "encoding added to each ranker ensemble: on noisy tables a linear model ranks as well as the GNN")
     pool_random: int = Field(400, ge=0, description="pool share drawn uniformly from the domain")
+    pool_all_below: int = Field(0, ge=0, description="(probe, not the default: mixed on the tables that hold part of their "
+                                "space) a domain of at most this many architectures enters the pool whole, so the rankers score "
+                                "every candidate (0: never)")
     keep_exponent: float = Field(0.5, gt=0, le=1, description="the pruned space keeps the top ceil(n_u ** keep_exponent) "
                                  "configurations of unit u (all global choices are kept)")
     unit_scoring: Literal["paper", "marginal"] = Field("paper", description="score_units method")
@@ -412,6 +415,9 @@ class IterativeAutoBuild(SearchStrategy):
         src = "uniform"
         for _ in range(s.pool_units - n_units + s.pool_random):
             add(self.domain.random_arch(self.rng))
+        if s.pool_all_below and self.domain.size <= s.pool_all_below:
+            for a in self.domain.enumerate():
+                add(a)
         return pool
 
     # ---- acquisition ---------------------------------------------------------------------------
