@@ -99,7 +99,8 @@ def sample_seeds(ab, cfg: RunConfig, layout: RunLayout, evaluator) -> tuple[list
     out = layout.stage("seeds", cfg.space, cfg.seed, cfg.seeds, cfg.evaluator.model_dump() if from_table else None)
     if done(out):
         return [space.parse(a) for a in read_json(out / "seeds.json")], layout.relative(out)
-    archs = ab.sample_seeds(pool=table_archs(evaluator, space) if cfg.seeds.source == "table" else None)
+    # a table holding part of the space was listed already: the driver draws from those rows (ab.only)
+    archs = ab.sample_seeds(pool=table_archs(evaluator, space) if cfg.seeds.source == "table" and ab.only is None else None)
     write_stage(out, {"seeds.json": [space.format(a) for a in archs]}, {"n": len(archs)})
     _logger().info("sampled %d seed architectures of %s", len(archs), cfg.space)
     return archs, layout.relative(out)
