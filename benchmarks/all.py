@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import _clean
+from .search import verdict_multi, verdict_single  # noqa: F401 - the readings under each search section
 
 NB201 = "nb201/nb201_cifar10.csv"
 NB201_LAT = "nb201/nb201_latency_ms.csv"
@@ -203,82 +204,6 @@ def _plt():
 
 def _how(cmd: str) -> str:
     return f"*How produced:* `autobuild bench all --out docs/results` (section equivalent: `{cmd}`)."
-
-
-BASELINES = ("predictor", "random", "rea", "tpe", "nsga2")
-
-
-def _paired(ours: list, theirs: list) -> tuple[float, float] | None:
-    """Mean and standard error of the per-seed differences (every method runs the same seeds)."""
-    if not ours or len(ours) != len(theirs) or len(ours) < 2:
-        return None
-    d = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
-
-
-def _noise(pair: tuple | None, fmt: str) -> str:
-    """`` ± SE paired`` and, when the difference is under two standard errors, that it is."""
-    if pair is None:
-        return ""
-    d, se = pair
-    return f" ± {se:{fmt}} paired SE" + (", within 2 SE" if abs(d) < 2 * se else "")
-
-
-def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> str:
-    """Computed reading of a search table: AutoBuild against the best baseline at each budget
-    (means within ``tie`` of the table's optimum count as ties), with the standard error of the
-    per-seed difference, and what unit scores add."""
-    opt, meth = res["optimum"], res["methods"]
-    if method not in meth:
-        return ""
-    out = []
-    for b in [str(x) for x in res["budgets"]]:
-        ours = meth[method][b]["best_mean"]
-        rivals = {m: c[b]["best_mean"] for m, c in meth.items() if m in BASELINES and b in c}
-        if not rivals:
-            continue
-        best_m = max(rivals, key=rivals.get)
-        d = ours - rivals[best_m]
-        if opt - ours <= tie and opt - rivals[best_m] <= tie:  # both at the optimum: a difference there is rounding
-            word = f"tie at the optimum (both within {tie})"
-        elif d >= 0:
-            word = "**win**" if d > 0 else "tie"
-        elif opt - ours <= tie:
-            word = f"tie (within {tie} of the optimum)"
-        else:
-            word = "**loss**"
-        pair = _paired(meth[method][b].get("best", []), meth[best_m][b].get("best", []))
-        out.append(f"B={b}: {word} ({method} {ours:.2f} vs {best_m} {rivals[best_m]:.2f}, {d:+.2f}{_noise(pair, '.2f') if d else ''})")
-    text = ("**Reading** (computed from the table; best baseline per budget; a difference under two standard errors of the "
-            "per-seed differences is as likely the seeds as the method): " + "; ".join(out) + ".")
-    if "predictor" in meth:
-        adds = []
-        for b in [str(x) for x in res["budgets"]]:
-            d = meth[method][b]["best_mean"] - meth["predictor"][b]["best_mean"]
-            pair = _paired(meth[method][b].get("best", []), meth["predictor"][b].get("best", []))
-            adds.append(f"{d:+.2f}" + (f" ± {pair[1]:.2f}" if pair and d else ""))
-        text += " What the unit scores add (autobuild − predictor, the same loop without them; ± paired SE): " + " / ".join(adds) + "."
-    return text
-
-
-def verdict_multi(res: dict, method: str = "autobuild") -> str:
-    """Computed reading of a two-objective table: AutoBuild's hypervolume ratio against the best
-    baseline, with the standard error of the per-seed difference."""
-    meth = res["methods"]
-    if method not in meth:
-        return ""
-    out = []
-    for b in [str(x) for x in res["budgets"]]:
-        ours = meth[method][b]["hv_ratio_mean"]
-        rivals = {m: c[b]["hv_ratio_mean"] for m, c in meth.items() if m in BASELINES and b in c}
-        if not rivals:
-            continue
-        best_m = max(rivals, key=rivals.get)
-        d = ours - rivals[best_m]
-        pair = _paired(meth[method][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
-        out.append(f"B={b}: {'**win**' if d > 0 else 'tie' if d == 0 else '**loss**'} ({method} {ours:.3f} vs {best_m} {rivals[best_m]:.3f}, "
-                   f"{d:+.3f}{_noise(pair, '.3f') if d else ''})")
-    return "**Reading** (computed from the table): " + "; ".join(out) + "."
 
 
 def _search_row(method: str, cells: dict, budgets: list[str]) -> str:

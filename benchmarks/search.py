@@ -228,6 +228,85 @@ def best_of(history: list, directions) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Readings: AutoBuild against the best baseline, paired by seed
+# ---------------------------------------------------------------------------------------------
+BASELINES = ("predictor", "random", "rea", "tpe", "nsga2")
+
+
+def _paired(ours: list, theirs: list) -> tuple[float, float] | None:
+    """Mean and standard error of the per-seed differences (every method runs the same seeds)."""
+    if not ours or len(ours) != len(theirs) or len(ours) < 2:
+        return None
+    d = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def _noise(pair: tuple | None, fmt: str) -> str:
+    """`` ± SE paired`` and, when the difference is under two standard errors, that it is."""
+    if pair is None:
+        return ""
+    d, se = pair
+    return f" ± {se:{fmt}} paired SE" + (", within 2 SE" if abs(d) < 2 * se else "")
+
+
+def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> str:
+    """Computed reading of a search table: AutoBuild against the best baseline at each budget
+    (means within ``tie`` of the table's optimum count as ties), with the standard error of the
+    per-seed difference, and what unit scores add."""
+    opt, meth = res["optimum"], res["methods"]
+    if method not in meth:
+        return ""
+    out = []
+    for b in [str(x) for x in res["budgets"]]:
+        ours = meth[method][b]["best_mean"]
+        rivals = {m: c[b]["best_mean"] for m, c in meth.items() if m in BASELINES and b in c}
+        if not rivals:
+            continue
+        best_m = max(rivals, key=rivals.get)
+        d = ours - rivals[best_m]
+        if opt - ours <= tie and opt - rivals[best_m] <= tie:  # both at the optimum: a difference there is rounding
+            word = f"tie at the optimum (both within {tie})"
+        elif d >= 0:
+            word = "**win**" if d > 0 else "tie"
+        elif opt - ours <= tie:
+            word = f"tie (within {tie} of the optimum)"
+        else:
+            word = "**loss**"
+        pair = _paired(meth[method][b].get("best", []), meth[best_m][b].get("best", []))
+        out.append(f"B={b}: {word} ({method} {ours:.2f} vs {best_m} {rivals[best_m]:.2f}, {d:+.2f}{_noise(pair, '.2f') if d else ''})")
+    text = ("**Reading** (computed from the table; best baseline per budget; a difference under two standard errors of the "
+            "per-seed differences is as likely the seeds as the method): " + "; ".join(out) + ".")
+    if "predictor" in meth:
+        adds = []
+        for b in [str(x) for x in res["budgets"]]:
+            d = meth[method][b]["best_mean"] - meth["predictor"][b]["best_mean"]
+            pair = _paired(meth[method][b].get("best", []), meth["predictor"][b].get("best", []))
+            adds.append(f"{d:+.2f}" + (f" ± {pair[1]:.2f}" if pair and d else ""))
+        text += " What the unit scores add (autobuild − predictor, the same loop without them; ± paired SE): " + " / ".join(adds) + "."
+    return text
+
+
+def verdict_multi(res: dict, method: str = "autobuild") -> str:
+    """Computed reading of a two-objective table: AutoBuild's hypervolume ratio against the best
+    baseline, with the standard error of the per-seed difference."""
+    meth = res["methods"]
+    if method not in meth:
+        return ""
+    out = []
+    for b in [str(x) for x in res["budgets"]]:
+        ours = meth[method][b]["hv_ratio_mean"]
+        rivals = {m: c[b]["hv_ratio_mean"] for m, c in meth.items() if m in BASELINES and b in c}
+        if not rivals:
+            continue
+        best_m = max(rivals, key=rivals.get)
+        d = ours - rivals[best_m]
+        pair = _paired(meth[method][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
+        out.append(f"B={b}: {'**win**' if d > 0 else 'tie' if d == 0 else '**loss**'} ({method} {ours:.3f} vs {best_m} {rivals[best_m]:.3f}, "
+                   f"{d:+.3f}{_noise(pair, '.3f') if d else ''})")
+    return "**Reading** (computed from the table): " + "; ".join(out) + "."
+
+
+# ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
 def _stats(xs: Sequence[float]) -> tuple[float, float]:
@@ -237,30 +316,42 @@ def _stats(xs: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def _histories(method: str, space, objective: Objective, budgets, repeats, seed0, settings):
+def _histories(method: str, space, objective: Objective, budgets, repeats, seed0, settings, progress: Callable[[str], None] | None = None):
     """Yield ``(budget, [history per repeat], seconds)`` for one method. A budget-free method runs
     once per repeat at the largest budget and a smaller budget reads its prefix (its time is then
-    the whole run's); the others run once per budget and repeat."""
+    the whole run's); the others run once per budget and repeat. ``progress`` gets a line per
+    finished repeat (a 200-evaluation AutoBuild repeat takes tens of seconds)."""
+
+    def one(b: int, r: int) -> list:
+        t = time.time()
+        hist = run_method(method, space, objective, b, seed0 + r, settings)
+        if progress is not None:
+            best = best_of(hist, objective.directions) if len(objective.directions) == 1 else None
+            found = f", best {best:.3f}" if best is not None else ""
+            progress(f"{method:>16s} budget {b:>4d}: repeat {r + 1}/{repeats} (seed {seed0 + r}) done in {time.time() - t:.1f}s{found}")
+        return hist
+
     if method in BUDGET_FREE:
         t0 = time.time()
-        longest = [run_method(method, space, objective, max(budgets), seed0 + r, settings) for r in range(repeats)]
+        longest = [one(max(budgets), r) for r in range(repeats)]
         took = time.time() - t0
         for b in budgets:
             yield b, [h[:b] for h in longest], took
         return
     for b in budgets:
         t0 = time.time()
-        hists = [run_method(method, space, objective, b, seed0 + r, settings) for r in range(repeats)]
+        hists = [one(b, r) for r in range(repeats)]
         yield b, hists, time.time() - t0
 
 
-def run_single(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None]) -> dict:
+def run_single(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None],
+               progress: Callable[[str], None] | None = None) -> dict:
     values = objective.table_values()[:, 0]
     optimum = float(np.nanmax(values))
     out = {"optimum": optimum, "methods": {}}
     for m in methods:
         out["methods"][m] = {}
-        for b, hists, took in _histories(m, space, objective, budgets, repeats, seed0, settings):
+        for b, hists, took in _histories(m, space, objective, budgets, repeats, seed0, settings, progress):
             bests = [best_of(h, objective.directions) for h in hists]
             used = [len(h) for h in hists]
             mean, std = _stats(bests)
@@ -271,7 +362,8 @@ def run_single(space, objective: Objective, methods, budgets, repeats, seed0, se
     return out
 
 
-def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None]) -> dict:
+def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None],
+              progress: Callable[[str], None] | None = None) -> dict:
     from autobuild_core.search import hypervolume_2d, non_dominated
 
     pts = objective.table_values()
@@ -286,7 +378,7 @@ def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, set
     out = {"reference_point": ref, "true_front_size": int(len(true_front)), "hv_true": hv_true, "methods": {}}
     for m in methods:
         out["methods"][m] = {}
-        for b, hists, took in _histories(m, space, objective, budgets, repeats, seed0, settings):
+        for b, hists, took in _histories(m, space, objective, budgets, repeats, seed0, settings, progress):
             ratios, used = [], []
             for hist in hists:
                 ok = [h["values"] for h in hist if h["values"] is not None]
@@ -337,7 +429,7 @@ def run(args) -> int:
         log(f"searching {bench.info['searched']}")
     t0 = time.time()
     runner = run_multi if multi else run_single
-    out = runner(bench.space, objective, methods, budgets, args.repeats, args.seed, settings, log)
+    out = runner(bench.space, objective, methods, budgets, args.repeats, args.seed, settings, log, progress=log)
     out.update(
         space=args.space, table=bench.label, dataset=args.dataset, objectives=objective.names, directions=list(objective.directions),
         budgets=budgets, repeats=args.repeats, seeds=[args.seed + r for r in range(args.repeats)], **bench.info,
@@ -347,6 +439,9 @@ def run(args) -> int:
         out["target"] = objective.names[0]
         exact = "" if not args.surrogate or out["surrogate"]["optimum_exact"] else " (best of a local search: a lower bound)"
         log(f"optimum of the {'surrogate' if args.surrogate else 'table'}: {out['optimum']:.4f}{exact}")
+    reading = verdict_multi(out) if multi else verdict_single(out)
+    if reading:
+        log(reading.replace("**", "").replace("; B=", ";\n  B=").replace(". What", ".\n  What"))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))

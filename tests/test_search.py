@@ -197,7 +197,7 @@ def test_domains_encode_decode_and_mutate():
     assert pd_.encode(child) is None
 
 
-def test_bench_search_end_to_end(shared_dir, tmp_path):
+def test_bench_search_end_to_end(shared_dir, tmp_path, capsys):
     table = shared_dir / "data" / "nb201" / "nb201_cifar10.csv"
     if not table.exists():
         pytest.skip(f"NAS-Bench-201 table not found at {table}")
@@ -208,10 +208,15 @@ def test_bench_search_end_to_end(shared_dir, tmp_path):
         warnings.simplefilter("ignore")
         rc = main(["bench", "search", "--space", "nb201", "--table", str(table), "--budgets", "20,24", "--repeats", "1",
                    "--methods", "autobuild,autobuild-build,random,rea,tpe", "--set", "seeds.n=10", "--set", "train.epochs=5",
-                   "--set", "search.options={ensemble: 1, graph_passes: 100, epochs_min: 2, epochs_max: 3}", "--json", str(out), "--quiet"])
+                   "--set", "search.options={ensemble: 1, graph_passes: 100, epochs_min: 2, epochs_max: 3}", "--json", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["optimum"] == pytest.approx(94.3733, abs=1e-3)
+    printed = capsys.readouterr().out
+    # progress per finished repeat, then the computed reading against the best baseline per budget
+    assert "autobuild budget   24: repeat 1/1 (seed 0) done in" in printed and "tpe budget   20: repeat 1/1" in printed
+    best_other = max(("random", "rea", "tpe"), key=lambda m: data["methods"][m]["24"]["best_mean"])
+    assert f"autobuild {data['methods']['autobuild']['24']['best_mean']:.2f} vs {best_other}" in printed.split("Reading")[1]
     for m in ("autobuild", "autobuild-build", "random", "rea", "tpe"):
         for b in ("20", "24"):
             cell = data["methods"][m][b]
