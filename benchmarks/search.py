@@ -233,7 +233,7 @@ def best_of(history: list, directions) -> float | None:
 BASELINES = ("predictor", "random", "rea", "tpe", "nsga2")
 
 
-def _paired(ours: list, theirs: list) -> tuple[float, float] | None:
+def paired_diff(ours: list, theirs: list) -> tuple[float, float] | None:
     """Mean and standard error of the per-seed differences (every method runs the same seeds)."""
     if not ours or len(ours) != len(theirs) or len(ours) < 2:
         return None
@@ -272,7 +272,7 @@ def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> s
             word = f"tie (within {tie} of the optimum)"
         else:
             word = "**loss**"
-        pair = _paired(meth[method][b].get("best", []), meth[best_m][b].get("best", []))
+        pair = paired_diff(meth[method][b].get("best", []), meth[best_m][b].get("best", []))
         out.append(f"B={b}: {word} ({method} {ours:.2f} vs {best_m} {rivals[best_m]:.2f}, {d:+.2f}{_noise(pair, '.2f') if d else ''})")
     text = ("**Reading** (computed from the table; best baseline per budget; a difference under two standard errors of the "
             "per-seed differences is as likely the seeds as the method): " + "; ".join(out) + ".")
@@ -280,7 +280,7 @@ def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> s
         adds = []
         for b in [str(x) for x in res["budgets"]]:
             d = meth[method][b]["best_mean"] - meth["predictor"][b]["best_mean"]
-            pair = _paired(meth[method][b].get("best", []), meth["predictor"][b].get("best", []))
+            pair = paired_diff(meth[method][b].get("best", []), meth["predictor"][b].get("best", []))
             adds.append(f"{d:+.2f}" + (f" ± {pair[1]:.2f}" if pair and d else ""))
         text += " What the unit scores add (autobuild − predictor, the same loop without them; ± paired SE): " + " / ".join(adds) + "."
     return text
@@ -300,7 +300,7 @@ def verdict_multi(res: dict, method: str = "autobuild") -> str:
             continue
         best_m = max(rivals, key=rivals.get)
         d = ours - rivals[best_m]
-        pair = _paired(meth[method][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
+        pair = paired_diff(meth[method][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
         out.append(f"B={b}: {'**win**' if d > 0 else 'tie' if d == 0 else '**loss**'} ({method} {ours:.3f} vs {best_m} {rivals[best_m]:.3f}, "
                    f"{d:+.3f}{_noise(pair, '.3f') if d else ''})")
     return "**Reading** (computed from the table): " + "; ".join(out) + "."

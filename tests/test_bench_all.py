@@ -97,6 +97,24 @@ def test_computed_readings_give_the_paired_standard_error():
     assert "+0.100 ± 0.000 paired SE)" in verdict_multi(multi)
 
 
+def test_heldout_table_counts_cells_and_keeps_a_tiny_loss_visible():
+    """The held-out summary row names the best other method per budget and a loss that rounds to
+    0.00 still reads as a loss."""
+    from benchmarks.all import md_search_heldout
+
+    def cell(best):
+        return {"best_mean": float(np.mean(best)), "best": best}
+
+    res = {"optimum": 10.0, "budgets": [50, 100], "methods": {
+        "autobuild": {"50": cell([9.0, 9.2, 9.4]), "100": cell([9.600, 9.600, 9.600])},
+        "predictor": {"50": cell([8.0, 8.1, 8.2]), "100": cell([9.604, 9.602, 9.603])},
+        "tpe": {"50": cell([7.0, 7.0, 7.0]), "100": cell([9.0, 9.0, 9.0])}}}
+    text = md_search_heldout({"demo": res})
+    assert "| demo (10.00) | 50 | **9.20** | 8.10 | 7.00 | — | — | +1.10 ± 0.06 (predictor) |" in text
+    assert "| 100 | 9.60 | **9.60** |" in text and "-0.003 ± 0.00 (predictor)" in text
+    assert "at or above every baseline in 1 of 2 cells; behind in 1: demo at 100 (-0.003 against predictor)" in text
+
+
 def test_tune_variant_can_run_the_predictor_loop(tmp_path):
     """``method=predictor`` in a variant runs the predictor loop with the variant's settings: with no
     other override it is the reference predictor run, seed for seed."""
