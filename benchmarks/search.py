@@ -233,6 +233,11 @@ def best_of(history: list, directions) -> float | None:
 BASELINES = ("predictor", "random", "rea", "tpe", "nsga2")
 
 
+def signed(d: float) -> str:
+    """A difference to two decimals, or three where two would print a nonzero difference as 0.00."""
+    return f"{d:+.3f}" if d and round(d, 2) == 0 else f"{d:+.2f}"
+
+
 def paired_diff(ours: list, theirs: list) -> tuple[float, float] | None:
     """Mean and standard error of the per-seed differences (every method runs the same seeds)."""
     if not ours or len(ours) != len(theirs) or len(ours) < 2:
@@ -273,7 +278,7 @@ def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> s
         else:
             word = "**loss**"
         pair = paired_diff(meth[method][b].get("best", []), meth[best_m][b].get("best", []))
-        out.append(f"B={b}: {word} ({method} {ours:.2f} vs {best_m} {rivals[best_m]:.2f}, {d:+.2f}{_noise(pair, '.2f') if d else ''})")
+        out.append(f"B={b}: {word} ({method} {ours:.2f} vs {best_m} {rivals[best_m]:.2f}, {signed(d)}{_noise(pair, '.2f') if d else ''})")
     text = ("**Reading** (computed from the table; best baseline per budget; a difference under two standard errors of the "
             "per-seed differences is as likely the seeds as the method): " + "; ".join(out) + ".")
     if "predictor" in meth:
@@ -281,7 +286,7 @@ def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> s
         for b in [str(x) for x in res["budgets"]]:
             d = meth[method][b]["best_mean"] - meth["predictor"][b]["best_mean"]
             pair = paired_diff(meth[method][b].get("best", []), meth["predictor"][b].get("best", []))
-            adds.append(f"{d:+.2f}" + (f" ± {pair[1]:.2f}" if pair and d else ""))
+            adds.append(signed(d) + (f" ± {pair[1]:.2f}" if pair and d else ""))
         text += " What the unit scores add (autobuild − predictor, the same loop without them; ± paired SE): " + " / ".join(adds) + "."
     return text
 
