@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autobuild: error: {format_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("autobuild: interrupted; stored evaluations are kept and a rerun resumes.", file=sys.stderr)
+        # a command may say what survives an interruption (set_defaults(interrupt_hint=...))
+        hint = vars(args).get("interrupt_hint") or "stored evaluations are kept and a rerun resumes."
+        print(f"autobuild: interrupted; {hint}", file=sys.stderr)
         return 130
     return int(rc or 0)
 

@@ -350,11 +350,16 @@ def _histories(method: str, space, objective: Objective, budgets, repeats, seed0
 
 
 def run_single(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None],
-               progress: Callable[[str], None] | None = None) -> dict:
+               progress: Callable[[str], None] | None = None, done: dict | None = None,
+               saved: Callable[[dict], None] | None = None) -> dict:
     values = objective.table_values()[:, 0]
     optimum = float(np.nanmax(values))
     out = {"optimum": optimum, "methods": {}}
     for m in methods:
+        if done and m in done:  # finished in an earlier, interrupted run with the same options (--resume)
+            out["methods"][m] = done[m]
+            log(f"{m:>16s}: reused from the results file")
+            continue
         out["methods"][m] = {}
         for b, hists, took in _histories(m, space, objective, budgets, repeats, seed0, settings, progress):
             bests = [best_of(h, objective.directions) for h in hists]
@@ -364,11 +369,14 @@ def run_single(space, objective: Objective, methods, budgets, repeats, seed0, se
                     "best": bests, "seconds": round(took, 2), "seconds_per_repeat": round(took / repeats, 2)}
             out["methods"][m][str(b)] = cell
             log(f"{m:>16s} budget {b:>4d}: best {mean:7.3f} ± {std:5.3f}  regret {optimum - mean:6.3f}  evals {np.mean(used):6.1f}  ({cell['seconds']:.1f}s)")
+        if saved is not None:
+            saved(out)
     return out
 
 
 def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, settings, log: Callable[[str], None],
-              progress: Callable[[str], None] | None = None) -> dict:
+              progress: Callable[[str], None] | None = None, done: dict | None = None,
+              saved: Callable[[dict], None] | None = None) -> dict:
     from autobuild_core.search import hypervolume_2d, non_dominated
 
     pts = objective.table_values()
@@ -382,6 +390,10 @@ def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, set
     hv_true = hypervolume_2d(true_front, ref, dirs)
     out = {"reference_point": ref, "true_front_size": int(len(true_front)), "hv_true": hv_true, "methods": {}}
     for m in methods:
+        if done and m in done:  # finished in an earlier, interrupted run with the same options (--resume)
+            out["methods"][m] = done[m]
+            log(f"{m:>16s}: reused from the results file")
+            continue
         out["methods"][m] = {}
         for b, hists, took in _histories(m, space, objective, budgets, repeats, seed0, settings, progress):
             ratios, used = [], []
@@ -395,6 +407,8 @@ def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, set
                     "seconds": round(took, 2), "seconds_per_repeat": round(took / repeats, 2)}
             out["methods"][m][str(b)] = cell
             log(f"{m:>16s} budget {b:>4d}: HV ratio {mean:6.4f} ± {std:6.4f}  evals {np.mean(used):6.1f}  ({cell['seconds']:.1f}s)")
+        if saved is not None:
+            saved(out)
     return out
 
 
@@ -432,14 +446,23 @@ def run(args) -> int:
     log(f"bench search: {args.space} ({bench.label}), objective(s) {objective.names}, budgets {budgets}, {args.repeats} repeats, seeds {args.seed}..{args.seed + args.repeats - 1}")
     if bench.only is not None:
         log(f"searching {bench.info['searched']}")
-    t0 = time.time()
-    runner = run_multi if multi else run_single
-    out = runner(bench.space, objective, methods, budgets, args.repeats, args.seed, settings, log, progress=log)
-    out.update(
+    # what the results depend on: a results file is resumed only when all of it matches
+    head = json.loads(json.dumps(dict(
         space=args.space, table=bench.label, dataset=args.dataset, objectives=objective.names, directions=list(objective.directions),
-        budgets=budgets, repeats=args.repeats, seeds=[args.seed + r for r in range(args.repeats)], **bench.info,
-        preset=args.preset, overrides=list(args.overrides), settings=settings.model_dump(mode="json"), seconds=round(time.time() - t0, 1),
-    )
+        budgets=budgets, repeats=args.repeats, seeds=[args.seed + r for r in range(args.repeats)],
+        preset=args.preset, overrides=list(args.overrides), settings=settings.model_dump(mode="json")), default=str))
+    if args.resume and not args.json:
+        raise ConfigError("--resume needs --json FILE: the results file of the run to resume.")
+    done = _resumable(Path(args.json), head, log) if args.resume else None
+    t0 = time.time()
+
+    def saved(partial: dict) -> None:  # after every method, so an interrupted run keeps what it finished
+        if args.json:
+            _write(Path(args.json), {**partial, **head, **bench.info, "complete": False, "seconds": round(time.time() - t0, 1)})
+
+    runner = run_multi if multi else run_single
+    out = runner(bench.space, objective, methods, budgets, args.repeats, args.seed, settings, log, progress=log, done=done, saved=saved)
+    out.update(**head, **bench.info, complete=True, seconds=round(time.time() - t0, 1))
     if not multi:
         out["target"] = objective.names[0]
         exact = "" if not args.surrogate or out["surrogate"]["optimum_exact"] else " (best of a local search: a lower bound)"
@@ -448,10 +471,36 @@ def run(args) -> int:
     if reading:
         log(reading.replace("**", "").replace("; B=", ";\n  B=").replace(". What", ".\n  What"))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+        _write(Path(args.json), out)
         log(f"wrote {args.json}")
     return 0
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)  # never a half-written results file
+
+
+def _resumable(path: Path, head: dict, log: Callable[[str], None]) -> dict:
+    """The finished methods of an earlier results file written with the same options (``--resume``)."""
+    if not path.is_file():
+        log(f"--resume: {path} does not exist yet, starting from scratch")
+        return {}
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume: {path} is not a readable results file ({exc}); move it away or drop --resume.") from None
+    differ = [k for k, v in head.items() if prev.get(k) != v]
+    if differ:
+        shown = "; ".join(f"{k}: file {prev.get(k)!r}, now {head[k]!r}" if k != "settings" else "settings (--preset, --set or the defaults)"
+                          for k in differ)
+        raise ConfigError(f"--resume: {path} was written with other options ({shown}). Rerun with the same options, or write to another --json.")
+    done = dict(prev.get("methods", {}))
+    if done:
+        log(f"--resume: reusing {', '.join(done)} from {path}")
+    return done
 
 
 def register(sub) -> None:
@@ -479,6 +528,7 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override an AutoBuild setting, as in `autobuild run` (e.g. --set seeds.n=10 --set train.epochs=100)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny graphs: 1 is fastest)")
-    p.add_argument("--json", help="write results here")
+    p.add_argument("--json", help="write results here (updated after every method, so an interrupted run keeps what it finished)")
+    p.add_argument("--resume", action="store_true", help="reuse the methods an earlier run with the same options already wrote to --json")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupt_hint="the methods that finished are in --json (if given); rerun with --resume to keep them.")

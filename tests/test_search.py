@@ -251,3 +251,36 @@ def test_budget_free_methods_are_prefixes_of_longer_runs():
     for m in ("autobuild", "random"):  # 15 evaluations: the seeds and one round of proposals
         short, long = run_method(m, bench.space, pareto, 15, 3, st), run_method(m, bench.space, pareto, 22, 3, st)
         assert [bench.key(r["arch"]) for r in short] == [bench.key(r["arch"]) for r in long[:15]], m
+
+
+def test_bench_search_keeps_finished_methods_and_resumes(tmp_path, monkeypatch, capsys):
+    """The results file is written after every method; --resume reuses the finished ones and
+    refuses a file written with other options."""
+    import benchmarks.search as S
+    from autobuild_cli.main import main
+
+    out = tmp_path / "r.json"
+    args = ["bench", "search", "--space", "nasbench_graph", "--dataset", "cora", "--budgets", "15", "--repeats", "2", "--json", str(out)]
+    real = S.run_method
+
+    def interrupted(method, *a, **k):
+        if method == "tpe":
+            raise KeyboardInterrupt  # as if the user stopped the run during the second method
+        return real(method, *a, **k)
+
+    monkeypatch.setattr(S, "run_method", interrupted)
+    assert main(args + ["--methods", "random,tpe"]) == 130
+    assert "rerun with --resume" in capsys.readouterr().err
+    kept = json.loads(out.read_text())
+    assert kept["complete"] is False and list(kept["methods"]) == ["random"]
+    monkeypatch.setattr(S, "run_method", real)
+    capsys.readouterr()
+    assert main(args + ["--methods", "random,tpe", "--resume"]) == 0
+    assert "random: reused from the results file" in capsys.readouterr().out
+    done = json.loads(out.read_text())
+    assert done["complete"] is True and list(done["methods"]) == ["random", "tpe"]
+    assert done["methods"]["random"] == kept["methods"]["random"]  # reused as written, not rerun
+    assert main(["bench", "search", "--space", "nasbench_graph", "--dataset", "cora", "--budgets", "20", "--repeats", "2",
+                 "--json", str(out), "--methods", "random", "--resume"]) == 2
+    assert "other options (budgets: file [15], now [20])" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == done  # a refused resume leaves the file as it was
