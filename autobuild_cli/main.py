@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # a command may say what survives an interruption (set_defaults(interrupt_hint=...))
-        hint = vars(args).get("interrupt_hint") or "stored evaluations are kept and a rerun resumes."
+        hint = vars(args).get("interrupt_hint") or ("this benchmark wrote nothing yet." if args.command == "bench" else
+                                                    "stored evaluations are kept and a rerun resumes.")
         print(f"autobuild: interrupted; {hint}", file=sys.stderr)
         return 130
     return int(rc or 0)

@@ -544,6 +544,11 @@ JSON_NAMES = {**{f"nbg_{d}": f"search_nasbench_graph_{d}" for d in NBG_DATASETS 
               "ofa_search": "search_ofa_mbv3_surrogate", "ofa_search_gbt": "search_ofa_mbv3_gbt_surrogate"}
 
 
+def _save_section(out: Path, name: str, result: dict) -> None:
+    """A finished section's JSON, written at once: an interrupted run keeps it (rerun the rest with --only)."""
+    (out / f"{JSON_NAMES.get(name, name)}.json").write_text(json.dumps(_clean(result), indent=1))
+
+
 def _load_results(out: Path):
     """Results of an earlier run, read back from its JSON files (``--render-only``)."""
     results = {name: json.loads((out / f"{fname}.json").read_text()) for name, fname in JSON_NAMES.items() if (out / f"{fname}.json").is_file()}
@@ -621,10 +626,12 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
                 for f in as_completed(futs):
                     name, ts = futs[f]
                     results[name] = f.result()
+                    _save_section(out, name, results[name])
                     log(f"  {name} done ({time.perf_counter() - t0:.0f}s since start)")
         else:
             for name, fn, a in tasks:
                 results[name] = timed(name, fn, *a)
+                _save_section(out, name, results[name])
     prev = json.loads((out / "all_meta.json").read_text()) if (out / "all_meta.json").is_file() else {}
     meta = prev
     if not render_only:
@@ -786,4 +793,4 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, default=2, help="worker processes for the independent sections (default 2)")
     p.add_argument("--render-only", action="store_true", help="rewrite the Markdown and plots from the JSON already in --out (no runs)")
     p.add_argument("--only", help="comma-separated sections to rerun (e.g. search,nbg_cora,mo_pixel3); the others are read from --out")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupt_hint="the sections that finished are written to --out; rerun the others with --only.")

@@ -153,4 +153,4 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--data", help="folder of the benchmark tables (default $AUTOBUILD_DATA_DIR)")
     p.add_argument("--out", default="docs/results/search_tuning.json")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupt_hint="the finished table and variant cells are in --out; a rerun with the same --out runs only the missing ones.")
