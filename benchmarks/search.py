@@ -442,7 +442,7 @@ def run(args) -> int:
     if bad:
         raise ConfigError(f"unknown method(s) {bad} for a {'Pareto' if multi else 'single-objective'} search; choose from {', '.join(known)}.")
     settings = bench_settings(args.preset, args.overrides)
-    log = print if not args.quiet else (lambda s: None)
+    log = (lambda s: print(s, flush=True)) if not args.quiet else (lambda s: None)  # flushed: progress shows in a redirected log too
     log(f"bench search: {args.space} ({bench.label}), objective(s) {objective.names}, budgets {budgets}, {args.repeats} repeats, seeds {args.seed}..{args.seed + args.repeats - 1}")
     if bench.only is not None:
         log(f"searching {bench.info['searched']}")

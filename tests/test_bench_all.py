@@ -115,6 +115,19 @@ def test_heldout_table_counts_cells_and_keeps_a_tiny_loss_visible():
     assert "at or above every baseline in 1 of 2 cells; behind in 1: demo at 100 (-0.003 against predictor). Against the methods outside this project (TPE, REA, random) it is at or above them in 2 of 2." in text
 
 
+def test_heldout_devices_table_reads_hypervolume_against_the_best_other():
+    from benchmarks.all import md_multi_heldout
+
+    def cell(r):
+        return {"hv_ratio_mean": float(np.mean(r)), "hv_ratio": r}
+
+    res = {"budgets": [100], "methods": {"autobuild": {"100": cell([0.80, 0.90])}, "nsga2": {"100": cell([0.85, 0.95])},
+                                         "random": {"100": cell([0.5, 0.6])}}}
+    text = md_multi_heldout({"dev": res})
+    assert "| dev | 100 | 0.850 | **0.900** | 0.550 | -0.050 ± 0.000 (nsga2) |" in text
+    assert "at or above every other method's in 0 of 1 cells; behind in 1: dev at 100 (-0.050 against nsga2)" in text
+
+
 def test_tune_variant_can_run_the_predictor_loop(tmp_path):
     """``method=predictor`` in a variant runs the predictor loop with the variant's settings: with no
     other override it is the reference predictor run, seed for seed."""
