@@ -399,6 +399,78 @@ def md_multi_heldout(results: dict) -> str:
     return "\n".join(lines)
 
 
+# search sections in the order the summary plot lists them: (section, label)
+FOREST_SINGLE = [("search", "NB-201 CIFAR-10"), ("nbg_cora", "NBG Cora"), ("nbg_citeseer", "NBG Citeseer"),
+                 *[(f"nbg_{d}", f"NBG {d} (held out)") for d in NBG_HELDOUT],
+                 ("ofa_search", "OFA surrogate"), ("ofa_search_gbt", "OFA trees surrogate")]
+
+
+def forest_rows(res: dict) -> tuple[list, list]:
+    """(single-objective rows, two-objective rows), each ``(label, difference, standard error,
+    best other method)``: AutoBuild minus the best other method per section and budget, paired by
+    seed (differences in accuracy points, resp. hypervolume ratio)."""
+    single, multi = [], []
+    for key, label in FOREST_SINGLE:
+        if key not in res or "autobuild" not in res[key].get("methods", {}):
+            continue
+        meth = res[key]["methods"]
+        for b in (str(x) for x in res[key]["budgets"]):
+            rivals = {m: c[b]["best_mean"] for m, c in meth.items() if m in BASELINES and b in c}
+            if not rivals:
+                continue
+            best_m = max(rivals, key=rivals.get)
+            pair = paired_diff(meth["autobuild"][b].get("best", []), meth[best_m][b].get("best", []))
+            if pair:
+                single.append((f"{label}, B={b}", pair[0], pair[1], best_m))
+    for dev in MO_DEVICES + MO_HELDOUT:
+        r = res.get(f"mo_{dev}")
+        if not r or "autobuild" not in r.get("methods", {}):
+            continue
+        meth = r["methods"]
+        for b in (str(x) for x in r["budgets"]):
+            rivals = {m: c[b]["hv_ratio_mean"] for m, c in meth.items() if m in BASELINES and b in c}
+            if not rivals:
+                continue
+            best_m = max(rivals, key=rivals.get)
+            pair = paired_diff(meth["autobuild"][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
+            if pair:
+                multi.append((f"{dev}{'' if dev in MO_DEVICES else ' (held out)'}, B={b}", pair[0], pair[1], best_m))
+    return single, multi
+
+
+def md_forest(res: dict, out: Path) -> str:
+    """One plot of every search comparison: AutoBuild minus the best other method, ± 2 paired SE."""
+    single, multi = forest_rows(res)
+    if not single and not multi:
+        return ""
+    plt = _plt()
+    panels = [(rows, unit) for rows, unit in ((single, "accuracy points"), (multi, "hypervolume ratio")) if rows]
+    height = max(len(rows) for rows, _ in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.8 + 0.28 * height), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.4, 1][: len(panels)]})
+    for ax, (rows, unit) in zip(axes[0], panels):
+        ys = list(range(len(rows)))[::-1]
+        for y, (label, d, se, _) in zip(ys, rows):
+            colour = "tab:green" if d - 2 * se > 0 else "tab:red" if d + 2 * se < 0 else "tab:grey"
+            ax.errorbar(d, y, xerr=2 * se, fmt="o", color=colour, capsize=2, markersize=4)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(ys, [r[0] for r in rows], fontsize=7)
+        ax.set_xlabel(f"AutoBuild − best other method ({unit}), ± 2 paired SE", fontsize=8)
+        ax.set_ylim(-1, height)
+    fig.tight_layout(), fig.savefig(out / "search_summary.png", dpi=110), plt.close(fig)
+    n = len(single) + len(multi)
+    ahead = sum(d >= 0 for _, d, _, _ in single + multi)
+    clear_win = sum(d - 2 * se > 0 for _, d, se, _ in single + multi)
+    clear_loss = [f"{label} ({d:+.2f} against {m})" for label, d, se, m in single + multi if d + 2 * se < 0]
+    return "\n".join(["## Summary: every search comparison on this page", "",
+                       f"![AutoBuild minus the best other method]({out.name}/search_summary.png)", "",
+                       f"Each point: AutoBuild's mean best (left: accuracy; right: hypervolume ratio of the accuracy-latency front) minus "
+                       "that of the best other method at the same budget (the predictor loop, AutoBuild without unit scores, included), over the same seeds, with ± 2 standard errors of the per-seed "
+                       "differences; green: ahead by more than that, red: behind by more than that, grey: within it. "
+                       f"**Computed:** AutoBuild is at or above the best other method in {ahead} of {n} comparisons, clearly ahead in "
+                       f"{clear_win}, clearly behind in {len(clear_loss)}" + (": " + ", ".join(clear_loss) if clear_loss else "") + ".", ""])
+
+
 def md_ranker(res: dict) -> str:
     hops = ", ".join(_f(h) for h in res["hop_spearman"])
     return "\n".join(["## Ranker with the library defaults (NAS-Bench-201)", "",
@@ -694,6 +766,9 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
     if skipped:
         parts += ["Skipped sections:", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
     note = (lambda key: NOTES.get(key, "")) if not quick else (lambda key: "")
+    forest = md_forest(res, out)
+    if forest:
+        parts.append(forest)
     if "search" in res:
         parts.append(md_search(res["search"], out, quick))
         parts.append(SEARCH_NOTES if not quick else "")

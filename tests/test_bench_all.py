@@ -128,6 +128,21 @@ def test_heldout_devices_table_reads_hypervolume_against_the_best_other():
     assert "at or above every other method's in 0 of 1 cells; behind in 1: dev at 100 (-0.050 against nsga2)" in text
 
 
+def test_summary_plot_lists_every_comparison(tmp_path):
+    from benchmarks.all import md_forest
+
+    def cell(best):
+        return {"best_mean": float(np.mean(best)), "best": best}
+
+    res = {"nbg_cora": {"budgets": [50], "methods": {"autobuild": {"50": cell([9.0, 9.2, 9.4])}, "tpe": {"50": cell([8.0, 8.1, 8.2])}}},
+           "mo_pixel3": {"budgets": [100], "methods": {"autobuild": {"100": {"hv_ratio_mean": 0.85, "hv_ratio": [0.8, 0.9]}},
+                                                       "nsga2": {"100": {"hv_ratio_mean": 0.9, "hv_ratio": [0.85, 0.95]}}}}}
+    text = md_forest(res, tmp_path)
+    assert (tmp_path / "search_summary.png").stat().st_size > 0
+    # +1.10 ± 0.06 is clearly ahead; -0.05 ± 0.00 clearly behind
+    assert "at or above the best other method in 1 of 2 comparisons, clearly ahead in 1, clearly behind in 1: pixel3, B=100 (-0.05 against nsga2)" in text
+
+
 def test_tune_variant_can_run_the_predictor_loop(tmp_path):
     """``method=predictor`` in a variant runs the predictor loop with the variant's settings: with no
     other override it is the reference predictor run, seed for seed."""
