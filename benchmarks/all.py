@@ -34,6 +34,10 @@ NBG_DATASETS = ("cora", "citeseer")  # NAS-Bench-Graph ships in its wheel: these
 # NAS-Bench-Graph tables that no setting was tuned on (tuning used cora, citeseer, pubmed, photo): a check that the
 # defaults generalise, run in full mode only
 NBG_HELDOUT = ("computers", "cs", "physics", "arxiv")
+# tables that hold part of their space (searched through their rows), full mode only: key -> (space, data file, dataset, target, label)
+PARTIAL = {"partial_proteins": ("nasbench_graph", None, "proteins", None, "NBG proteins"),
+           **{f"partial_transnas_{t}": ("transnas_micro", TRANSNAS, None, t, f"TransNAS {t}")
+              for t in ("class_scene", "class_object", "jigsaw", "segmentsemantic")}}
 
 
 def _plan(quick: bool) -> dict:
@@ -42,7 +46,7 @@ def _plan(quick: bool) -> dict:
                 "st_large": 1, "st_epochs": 5, "ablation_size": 60, "lr_sizes": [50], "ofa_epochs": 3, "ranker_repeats": 1, "ranker_epochs": 3,
                 "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1,
                 "effect_sizes": [50], "effect_models": 1, "effect_repeats": 1, "ofa_budgets": [20, 30], "ofa_repeats": 1}
-    return {"budgets": [25, 50, 100, 200], "nbg_budgets": [50, 100, 200], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 10,
+    return {"budgets": [25, 50, 100, 200], "nbg_budgets": [50, 100, 200], "partial_budgets": [50, 100], "repeats": 10, "epochs": 100, "mo_budgets": [100, 200], "mo_repeats": 10,
             "sizes": [50, 100, 200, 500, 1000, 2000], "st_repeats": 3, "st_large": 2, "st_epochs": 100, "ablation_size": 500,
             "lr_sizes": [100, 1000], "ofa_epochs": 100, "ranker_repeats": 2, "ranker_epochs": 200, "ranker_train": 500, "ranker_test": 5000,
             "motif_repeats": 3, "motif_spaces": ["nb201", "ofa_mbv3"], "train_archs": 2, "effect_sizes": [200, 500], "effect_models": 3,
@@ -112,6 +116,21 @@ def job_search_multi(data: str, plan: dict, device: str, quick: bool = False) ->
 
 
 OFA_SEARCH_METHODS = ("autobuild", "predictor", "tpe", "rea", "random")
+
+
+def job_search_partial(data: str, plan: dict, key: str) -> dict:
+    """A table that holds part of its space: every method searches its rows (``load_bench`` finds them)."""
+    _quiet_setup()
+    from . import search as S
+
+    space, path, dataset, target, _ = PARTIAL[key]
+    bench = S.load_bench(space, str(Path(data) / path) if path else None, None, dataset)
+    objective = S.make_objective(bench, target, None)
+    st = _search_settings(False)
+    out = S.run_single(bench.space, objective, list(OFA_SEARCH_METHODS), plan["partial_budgets"], plan["repeats"], 0, st, lambda s: None)
+    out.update(space=space, dataset=dataset, target=objective.names[0], budgets=plan["partial_budgets"], repeats=plan["repeats"],
+               seeds=list(range(plan["repeats"])), **bench.info, settings=st.model_dump(mode="json"))
+    return out
 
 
 def job_search_ofa(data: str, plan: dict, quick: bool = False, surrogate: str = "ofa_mbv3") -> dict:
@@ -256,17 +275,12 @@ def md_search_nbg(results: dict) -> str:
     return "\n".join(lines)
 
 
-def md_search_heldout(results: dict) -> str:
-    """NAS-Bench-Graph tables no setting was tuned on: one row per table and budget, AutoBuild
-    against the best baseline with the paired standard error, and a computed count of the cells."""
-    lines = ["## Search on tables never used for tuning (NAS-Bench-Graph)", "",
-             "Tuning used NB-201 CIFAR-10 and NAS-Bench-Graph Cora, Citeseer, Pubmed and Photo (seeds 1000 and up); these "
-             "datasets were never looked at before this run, so they show whether the defaults carry over. Each row: "
-             "`autobuild bench search --space nasbench_graph --dataset NAME --target acc --budgets "
-             f"{','.join(str(b) for b in next(iter(results.values()))['budgets'])} --repeats 10 --seed 0` "
-             "(JSON: `docs/results/search_nasbench_graph_NAME.json`). Mean best accuracy (%) over the repeats; the last column is "
-             "AutoBuild minus the best other method, ± the standard error of the per-seed differences.", "",
-             "| dataset (optimum) | budget | autobuild | predictor | TPE | REA | random | autobuild − best other |",
+def md_compare_table(results: dict, title: str, intro: str, fmt: str = ".2f") -> str:
+    """One row per table and budget (``results``: label -> a search section's JSON): every
+    method's mean best, AutoBuild minus the best other method with the paired standard error, and
+    a computed count of the cells."""
+    lines = [f"## {title}", "", intro, "",
+             "| table (optimum) | budget | autobuild | predictor | TPE | REA | random | autobuild − best other |",
              "|---|---|---|---|---|---|---|---|"]
     wins = losses = cells = outside = 0
     lost = []
@@ -288,14 +302,38 @@ def md_search_heldout(results: dict) -> str:
             if diff < 0:
                 losses += 1
                 lost.append(f"{d} at {b} ({shown} against {best_m})")
-            fmt = {m: (f"**{v:.2f}**" if v >= max(top, row["autobuild"]) else f"{v:.2f}") for m, v in row.items()}
-            first = f"{d} ({res['optimum']:.2f})" if i == 0 else ""
-            lines.append(f"| {first} | {b} | " + " | ".join(fmt.get(m, "—") for m in ("autobuild", "predictor", "tpe", "rea", "random"))
+            cols = {m: (f"**{v:{fmt}}**" if v >= max(top, row["autobuild"]) else f"{v:{fmt}}") for m, v in row.items()}
+            first = f"{d} ({res['optimum']:{fmt}})" if i == 0 else ""
+            lines.append(f"| {first} | {b} | " + " | ".join(cols.get(m, "—") for m in ("autobuild", "predictor", "tpe", "rea", "random"))
                          + f" | {shown}" + (f" ± {pair[1]:.2f} ({best_m})" if pair else f" ({best_m})") + " |")
     lines += ["", f"**Reading** (computed): AutoBuild is at or above every baseline in {wins} of {cells} cells"
               + (f"; behind in {losses}: " + ", ".join(lost) if lost else "")
               + f". Against the methods outside this project (TPE, REA, random) it is at or above them in {outside} of {cells}.", ""]
     return "\n".join(lines)
+
+
+def md_search_heldout(results: dict) -> str:
+    """NAS-Bench-Graph tables no setting was tuned on (``results``: dataset -> section JSON)."""
+    budgets = ",".join(str(b) for b in next(iter(results.values()))["budgets"])
+    intro = ("Tuning used NB-201 CIFAR-10 and NAS-Bench-Graph Cora, Citeseer, Pubmed and Photo (seeds 1000 and up); these "
+             "datasets were never looked at before this run, so they show whether the defaults carry over. Each row: "
+             f"`autobuild bench search --space nasbench_graph --dataset NAME --target acc --budgets {budgets} --repeats 10 --seed 0` "
+             "(JSON: `docs/results/search_nasbench_graph_NAME.json`). Mean best accuracy (%) over the repeats; the last column is "
+             "AutoBuild minus the best other method, ± the standard error of the per-seed differences.")
+    return md_compare_table(results, "Search on tables never used for tuning (NAS-Bench-Graph)", intro)
+
+
+def md_search_partial(results: dict) -> str:
+    """Tables that hold part of their space (``results``: label -> section JSON); every method searches their rows."""
+    intro = ("A table that lists part of its space is searched through its rows by every method (docs/evaluation.md); none of "
+             "these tables was used for tuning. Commands: `autobuild bench search --space nasbench_graph --dataset proteins "
+             "--budgets 50,100 --repeats 10 --seed 0` and `autobuild bench search --space transnas_micro --table "
+             "$AUTOBUILD_DATA_DIR/transnas101_micro/zc_transbench101_micro.json --target TASK --budgets 50,100 --repeats 10 --seed 0` "
+             "(JSON: `docs/results/search_partial_*.json`). NAS-Bench-Graph proteins holds 2,021 of 26,206 architectures, "
+             "TransNAS-Bench-101 micro 711 of 4,096 cells (top-1 % for the classification tasks and jigsaw, pixel accuracy % for "
+             "segmentation). Mean best over the repeats; the last column is AutoBuild minus the best other method, ± the paired "
+             "standard error.")
+    return md_compare_table(results, "Search on tables that hold part of their space", intro, fmt=".3f")
 
 
 def md_search_ofa(res: dict, json_name: str) -> str:
@@ -402,7 +440,8 @@ def md_multi_heldout(results: dict) -> str:
 # search sections in the order the summary plot lists them: (section, label)
 FOREST_SINGLE = [("search", "NB-201 CIFAR-10"), ("nbg_cora", "NBG Cora"), ("nbg_citeseer", "NBG Citeseer"),
                  *[(f"nbg_{d}", f"NBG {d} (held out)") for d in NBG_HELDOUT],
-                 ("ofa_search", "OFA surrogate"), ("ofa_search_gbt", "OFA trees surrogate")]
+                 ("ofa_search", "OFA surrogate"), ("ofa_search_gbt", "OFA trees surrogate"),
+                 *[(k, f"{v[4]} (part of the space)") for k, v in PARTIAL.items()]]
 
 
 def forest_rows(res: dict) -> tuple[list, list]:
@@ -649,7 +688,7 @@ def md_train(res: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
-JSON_NAMES = {**{f"nbg_{d}": f"search_nasbench_graph_{d}" for d in NBG_DATASETS + NBG_HELDOUT}, "search": "search_nb201", **{f"mo_{d}": f"search_nb201_mo_{d}" for d in MO_DEVICES + MO_HELDOUT},
+JSON_NAMES = {**{f"nbg_{d}": f"search_nasbench_graph_{d}" for d in NBG_DATASETS + NBG_HELDOUT}, "search": "search_nb201", **{f"mo_{d}": f"search_nb201_mo_{d}" for d in MO_DEVICES + MO_HELDOUT}, **{k: f"search_{k}" for k in PARTIAL},
               "size": "studies_size", "lr": "studies_lr", "ablation": "studies_ablation", "ofa": "studies_ofa", "ranker": "ranker_nb201_paper_settings",
               "motifs": "motifs", "train": "train_cpu", "transnas": "transnas", "effects": "studies_effects",
               "ofa_search": "search_ofa_mbv3_surrogate", "ofa_search_gbt": "search_ofa_mbv3_gbt_surrogate"}
@@ -719,6 +758,8 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         tasks += [(f"nbg_{d}", job_search_nbg, (plan, d, quick)) for d in NBG_DATASETS + (() if quick else NBG_HELDOUT)]
         if have_nb:
             tasks.append(("effects", job_studies, (str(data), plan, "effects")))
+        if not quick:
+            tasks += [(k, job_search_partial, (str(data), plan, k)) for k, v in PARTIAL.items() if v[1] is None or (data / v[1]).is_file()]
         if (data / TRANSNAS).is_file():
             tasks.append(("transnas", job_transnas, (str(data), quick)))
         else:
@@ -785,6 +826,9 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         parts += [md_search_ofa(res["ofa_search"], JSON_NAMES["ofa_search"]), note("ofa_search")]
     if "ofa_search_gbt" in res:
         parts += [md_search_ofa(res["ofa_search_gbt"], JSON_NAMES["ofa_search_gbt"]), note("ofa_search_gbt")]
+    partial = {v[4]: res[k] for k, v in PARTIAL.items() if k in res}
+    if partial:
+        parts.append(md_search_partial(partial))
     mo = {d: res[f"mo_{d}"] for d in MO_DEVICES if f"mo_{d}" in res}
     if mo:
         parts.append(md_multi(mo, out))
