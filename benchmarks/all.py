@@ -42,7 +42,7 @@ PARTIAL = {"partial_proteins": ("nasbench_graph", None, "proteins", None, "NBG p
 
 def _plan(quick: bool) -> dict:
     if quick:
-        return {"budgets": [20, 30], "nbg_budgets": [20, 30], "repeats": 1, "epochs": 5, "mo_budgets": [30], "mo_repeats": 1, "sizes": [50, 100], "st_repeats": 1,
+        return {"budgets": [20, 30], "nbg_budgets": [20, 30], "partial_budgets": [20], "repeats": 1, "epochs": 5, "mo_budgets": [30], "mo_repeats": 1, "sizes": [50, 100], "st_repeats": 1,
                 "st_large": 1, "st_epochs": 5, "ablation_size": 60, "lr_sizes": [50], "ofa_epochs": 3, "ranker_repeats": 1, "ranker_epochs": 3,
                 "ranker_train": 100, "ranker_test": 500, "motif_repeats": 1, "motif_spaces": ["nb201"], "train_archs": 1,
                 "effect_sizes": [50], "effect_models": 1, "effect_repeats": 1, "ofa_budgets": [20, 30], "ofa_repeats": 1}
@@ -118,7 +118,7 @@ def job_search_multi(data: str, plan: dict, device: str, quick: bool = False) ->
 OFA_SEARCH_METHODS = ("autobuild", "predictor", "tpe", "rea", "random")
 
 
-def job_search_partial(data: str, plan: dict, key: str) -> dict:
+def job_search_partial(data: str, plan: dict, key: str, quick: bool = False) -> dict:
     """A table that holds part of its space: every method searches its rows (``load_bench`` finds them)."""
     _quiet_setup()
     from . import search as S
@@ -126,7 +126,7 @@ def job_search_partial(data: str, plan: dict, key: str) -> dict:
     space, path, dataset, target, _ = PARTIAL[key]
     bench = S.load_bench(space, str(Path(data) / path) if path else None, None, dataset)
     objective = S.make_objective(bench, target, None)
-    st = _search_settings(False)
+    st = _search_settings(quick)
     out = S.run_single(bench.space, objective, list(OFA_SEARCH_METHODS), plan["partial_budgets"], plan["repeats"], 0, st, lambda s: None)
     out.update(space=space, dataset=dataset, target=objective.names[0], budgets=plan["partial_budgets"], repeats=plan["repeats"],
                seeds=list(range(plan["repeats"])), **bench.info, settings=st.model_dump(mode="json"))
@@ -459,8 +459,8 @@ def forest_rows(res: dict) -> tuple[list, list]:
                 continue
             best_m = max(rivals, key=rivals.get)
             pair = paired_diff(meth["autobuild"][b].get("best", []), meth[best_m][b].get("best", []))
-            if pair:
-                single.append((f"{label}, B={b}", pair[0], pair[1], best_m))
+            d, se = pair or (meth["autobuild"][b]["best_mean"] - rivals[best_m], float("nan"))  # one repeat: no SE
+            single.append((f"{label}, B={b}", d, se, best_m))
     for dev in MO_DEVICES + MO_HELDOUT:
         r = res.get(f"mo_{dev}")
         if not r or "autobuild" not in r.get("methods", {}):
@@ -472,8 +472,8 @@ def forest_rows(res: dict) -> tuple[list, list]:
                 continue
             best_m = max(rivals, key=rivals.get)
             pair = paired_diff(meth["autobuild"][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
-            if pair:
-                multi.append((f"{dev}{'' if dev in MO_DEVICES else ' (held out)'}, B={b}", pair[0], pair[1], best_m))
+            d, se = pair or (meth["autobuild"][b]["hv_ratio_mean"] - rivals[best_m], float("nan"))
+            multi.append((f"{dev}{'' if dev in MO_DEVICES else ' (held out)'}, B={b}", d, se, best_m))
     return single, multi
 
 
@@ -490,8 +490,8 @@ def md_forest(res: dict, out: Path) -> str:
     for ax, (rows, unit) in zip(axes[0], panels):
         ys = list(range(len(rows)))[::-1]
         for y, (label, d, se, _) in zip(ys, rows):
-            colour = "tab:green" if d - 2 * se > 0 else "tab:red" if d + 2 * se < 0 else "tab:grey"
-            ax.errorbar(d, y, xerr=2 * se, fmt="o", color=colour, capsize=2, markersize=4)
+            colour = "tab:green" if d - 2 * se > 0 else "tab:red" if d + 2 * se < 0 else "tab:grey"  # NaN SE: grey
+            ax.errorbar(d, y, xerr=None if math.isnan(se) else 2 * se, fmt="o", color=colour, capsize=2, markersize=4)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(ys, [r[0] for r in rows], fontsize=7)
         ax.set_xlabel(f"AutoBuild − best other method ({unit}), ± 2 paired SE", fontsize=8)
@@ -758,8 +758,9 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         tasks += [(f"nbg_{d}", job_search_nbg, (plan, d, quick)) for d in NBG_DATASETS + (() if quick else NBG_HELDOUT)]
         if have_nb:
             tasks.append(("effects", job_studies, (str(data), plan, "effects")))
-        if not quick:
-            tasks += [(k, job_search_partial, (str(data), plan, k)) for k, v in PARTIAL.items() if v[1] is None or (data / v[1]).is_file()]
+        # quick mode: proteins alone (in the wheel, no data folder), the plumbing of every partial section
+        tasks += [(k, job_search_partial, (str(data), plan, k, quick)) for k, v in PARTIAL.items()
+                  if (v[1] is None or (data / v[1]).is_file()) and (not quick or k == "partial_proteins")]
         if (data / TRANSNAS).is_file():
             tasks.append(("transnas", job_transnas, (str(data), quick)))
         else:

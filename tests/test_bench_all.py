@@ -39,6 +39,11 @@ def test_bench_all_quick(shared_dir, tmp_path):
     assert search["optimum"] == pytest.approx(94.3733, abs=1e-3)
     assert search["methods"]["autobuild"]["20"]["evaluations_used"] == 20
     assert search["settings"]["search"]["method"] == "autobuild"  # the driver's defaults, as `autobuild run`
+    # a table holding part of its space: every method searched the table's rows only
+    proteins = json.loads((out / "search_partial_proteins.json").read_text())
+    assert "the 2021 architectures the table holds" in proteins["searched"]
+    assert all(proteins["methods"][m]["20"]["best_mean"] <= proteins["optimum"] for m in proteins["methods"])
+    assert "## Search on tables that hold part of their space" in md and "## Summary: every search comparison" in md
     assert "## Op effects: read-out vs NAS-Bench-201 ground truth" in md
     assert "| n train | sign right from the sample alone | read-out sign right |" in md
     if (data / "transnas101_micro" / "zc_transbench101_micro.json").is_file():
