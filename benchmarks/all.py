@@ -488,7 +488,7 @@ def md_forest(res: dict, out: Path) -> str:
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.8 + 0.28 * height), squeeze=False,
                              gridspec_kw={"width_ratios": [1.4, 1][: len(panels)]})
     for ax, (rows, unit) in zip(axes[0], panels):
-        ys = list(range(len(rows)))[::-1]
+        ys = [height - 1 - i for i in range(len(rows))]  # both panels start at the top
         for y, (label, d, se, _) in zip(ys, rows):
             colour = "tab:green" if d - 2 * se > 0 else "tab:red" if d + 2 * se < 0 else "tab:grey"  # NaN SE: grey
             ax.errorbar(d, y, xerr=None if math.isnan(se) else 2 * se, fmt="o", color=colour, capsize=2, markersize=4)
