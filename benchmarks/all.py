@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import _clean
-from .search import BASELINES, paired_diff, signed, verdict_multi, verdict_single
+from .search import best_other, signed, verdict_multi, verdict_single
 
 NB201 = "nb201/nb201_cifar10.csv"
 NB201_LAT = "nb201/nb201_latency_ms.csv"
@@ -287,18 +287,16 @@ def md_compare_table(results: dict, title: str, intro: str, fmt: str = ".2f") ->
     for d, res in results.items():
         meth = res["methods"]
         for i, b in enumerate(str(x) for x in res["budgets"]):
-            row = {m: meth[m][b]["best_mean"] for m in ("autobuild",) + BASELINES if m in meth and b in meth[m]}
-            rivals = {m: v for m, v in row.items() if m != "autobuild"}
-            if "autobuild" not in row or not rivals:
+            other = best_other(meth, b, "best")
+            if other is None:
                 continue
-            top = max(rivals.values())
-            best_m = max(rivals, key=rivals.get)
-            pair = paired_diff(meth["autobuild"][b].get("best", []), meth[best_m][b].get("best", []))
-            diff = row["autobuild"] - rivals[best_m]
+            best_m, top, pair = other
+            row = {m: meth[m][b]["best_mean"] for m in ("autobuild", "predictor", "tpe", "rea", "random") if m in meth and b in meth[m]}
+            diff = row["autobuild"] - top
             shown = signed(diff)
             cells += 1
             wins += diff >= 0
-            outside += all(row["autobuild"] >= v for m, v in rivals.items() if m != "predictor")
+            outside += all(row["autobuild"] >= v for m, v in row.items() if m not in ("autobuild", "predictor"))
             if diff < 0:
                 losses += 1
                 lost.append(f"{d} at {b} ({shown} against {best_m})")
@@ -417,13 +415,12 @@ def md_multi_heldout(results: dict) -> str:
     for dev, res in results.items():
         meth = res["methods"]
         for i, b in enumerate(str(x) for x in res["budgets"]):
-            row = {m: meth[m][b]["hv_ratio_mean"] for m in ("autobuild", "nsga2", "random") if m in meth and b in meth[m]}
-            rivals = {m: v for m, v in row.items() if m != "autobuild"}
-            if "autobuild" not in row or not rivals:
+            other = best_other(meth, b, "hv_ratio")
+            if other is None:
                 continue
-            best_m = max(rivals, key=rivals.get)
-            diff = row["autobuild"] - rivals[best_m]
-            pair = paired_diff(meth["autobuild"][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
+            best_m, theirs, pair = other
+            row = {m: meth[m][b]["hv_ratio_mean"] for m in ("autobuild", "nsga2", "random") if m in meth and b in meth[m]}
+            diff = row["autobuild"] - theirs
             cells += 1
             wins += diff >= 0
             if diff < 0:
@@ -454,12 +451,11 @@ def forest_rows(res: dict) -> tuple[list, list]:
             continue
         meth = res[key]["methods"]
         for b in (str(x) for x in res[key]["budgets"]):
-            rivals = {m: c[b]["best_mean"] for m, c in meth.items() if m in BASELINES and b in c}
-            if not rivals:
+            other = best_other(meth, b, "best")
+            if other is None:
                 continue
-            best_m = max(rivals, key=rivals.get)
-            pair = paired_diff(meth["autobuild"][b].get("best", []), meth[best_m][b].get("best", []))
-            d, se = pair or (meth["autobuild"][b]["best_mean"] - rivals[best_m], float("nan"))  # one repeat: no SE
+            best_m, theirs, pair = other
+            d, se = pair or (meth["autobuild"][b]["best_mean"] - theirs, float("nan"))  # one repeat: no SE
             single.append((f"{label}, B={b}", d, se, best_m))
     for dev in MO_DEVICES + MO_HELDOUT:
         r = res.get(f"mo_{dev}")
@@ -467,12 +463,11 @@ def forest_rows(res: dict) -> tuple[list, list]:
             continue
         meth = r["methods"]
         for b in (str(x) for x in r["budgets"]):
-            rivals = {m: c[b]["hv_ratio_mean"] for m, c in meth.items() if m in BASELINES and b in c}
-            if not rivals:
+            other = best_other(meth, b, "hv_ratio")
+            if other is None:
                 continue
-            best_m = max(rivals, key=rivals.get)
-            pair = paired_diff(meth["autobuild"][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
-            d, se = pair or (meth["autobuild"][b]["hv_ratio_mean"] - rivals[best_m], float("nan"))
+            best_m, theirs, pair = other
+            d, se = pair or (meth["autobuild"][b]["hv_ratio_mean"] - theirs, float("nan"))
             multi.append((f"{dev}{'' if dev in MO_DEVICES else ' (held out)'}, B={b}", d, se, best_m))
     return single, multi
 
@@ -723,6 +718,7 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
     def timed(name, fn, *a):
         ts = time.perf_counter()
         r = fn(*a)
+        _save_section(out, name, r)
         log(f"  {name} done in {time.perf_counter() - ts:.0f}s")
         return r
 
@@ -765,7 +761,8 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
             tasks.append(("transnas", job_transnas, (str(data), quick)))
         else:
             skipped["transnas"] = f"TransNAS-Bench-101 file {data / TRANSNAS} not found"
-        order = ["search", "ofa_search", "ofa_search_gbt", "size", "transnas", "mo_2080ti_1", "mo_pixel3", "ablation", "ofa", "lr", "ranker"] + [f"nbg_{d}" for d in NBG_DATASETS]  # longest first
+        order = ["search", "ofa_search", "ofa_search_gbt", *[f"mo_{d}" for d in MO_HELDOUT], "size", "transnas", "mo_2080ti_1", "mo_pixel3",
+                 *PARTIAL, *[f"nbg_{d}" for d in NBG_HELDOUT], "ablation", "ofa", "lr", "ranker"] + [f"nbg_{d}" for d in NBG_DATASETS]  # longest first
         tasks.sort(key=lambda t: order.index(t[0]) if t[0] in order else len(order))
         if only:
             tasks = [t for t in tasks if t[0] in only]
@@ -784,7 +781,6 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
         else:
             for name, fn, a in tasks:
                 results[name] = timed(name, fn, *a)
-                _save_section(out, name, results[name])
     prev = json.loads((out / "all_meta.json").read_text()) if (out / "all_meta.json").is_file() else {}
     meta = prev
     if not render_only:
@@ -793,9 +789,7 @@ def bench_all(out: str | os.PathLike, quick: bool = False, data: str | os.PathLi
                     "reruns": [*prev.get("reruns", []), {"sections": sorted(only), "seconds": round(time.perf_counter() - t0, 1), "jobs": jobs}]}
         else:
             meta = {"seconds": time.perf_counter() - t0, "jobs": jobs, "quick": quick, "skipped": skipped}
-        total = float(meta.get("seconds", float("nan")))
-        for name, r in results.items():
-            (out / f"{JSON_NAMES.get(name, name)}.json").write_text(json.dumps(_clean(r), indent=1))
+        total = float(meta.get("seconds", float("nan")))  # each section's JSON was written when it finished
         (out / "all_meta.json").write_text(json.dumps(meta, indent=1))
     jobs = int(meta.get("jobs", jobs))
     reruns = "".join(f"; sections rerun since with `--only {','.join(r['sections'])}`: {r['seconds'] / 60:.1f} min" for r in meta.get("reruns", []))

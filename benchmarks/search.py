@@ -246,6 +246,17 @@ def paired_diff(ours: list, theirs: list) -> tuple[float, float] | None:
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
+def best_other(meth: dict, b: str, metric: str = "best", method: str = "autobuild") -> tuple | None:
+    """The best baseline at budget ``b`` and how ``method`` compares with it, paired by seed:
+    ``(name, its mean, (mean difference, SE) or None)``, or None without a baseline or without
+    ``method`` at that budget. ``metric``: ``"best"`` (single objective) or ``"hv_ratio"`` (two objectives)."""
+    rivals = {m: c[b][f"{metric}_mean"] for m, c in meth.items() if m in BASELINES and b in c}
+    if not rivals or b not in meth.get(method, {}):
+        return None
+    name = max(rivals, key=rivals.get)
+    return name, rivals[name], paired_diff(meth[method][b].get(metric, []), meth[name][b].get(metric, []))
+
+
 def _noise(pair: tuple | None, fmt: str) -> str:
     """`` ± SE paired`` and, when the difference is under two standard errors, that it is."""
     if pair is None:
@@ -264,12 +275,12 @@ def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> s
     out = []
     for b in [str(x) for x in res["budgets"]]:
         ours = meth[method][b]["best_mean"]
-        rivals = {m: c[b]["best_mean"] for m, c in meth.items() if m in BASELINES and b in c}
-        if not rivals:
+        other = best_other(meth, b, "best", method)
+        if other is None:
             continue
-        best_m = max(rivals, key=rivals.get)
-        d = ours - rivals[best_m]
-        if opt - ours <= tie and opt - rivals[best_m] <= tie:  # both at the optimum: a difference there is rounding
+        best_m, theirs, pair = other
+        d = ours - theirs
+        if opt - ours <= tie and opt - theirs <= tie:  # both at the optimum: a difference there is rounding
             word = f"tie at the optimum (both within {tie})"
         elif d >= 0:
             word = "**win**" if d > 0 else "tie"
@@ -277,8 +288,7 @@ def verdict_single(res: dict, method: str = "autobuild", tie: float = 0.01) -> s
             word = f"tie (within {tie} of the optimum)"
         else:
             word = "**loss**"
-        pair = paired_diff(meth[method][b].get("best", []), meth[best_m][b].get("best", []))
-        out.append(f"B={b}: {word} ({method} {ours:.2f} vs {best_m} {rivals[best_m]:.2f}, {signed(d)}{_noise(pair, '.2f') if d else ''})")
+        out.append(f"B={b}: {word} ({method} {ours:.2f} vs {best_m} {theirs:.2f}, {signed(d)}{_noise(pair, '.2f') if d else ''})")
     text = ("**Reading** (computed from the table; best baseline per budget; a difference under two standard errors of the "
             "per-seed differences is as likely the seeds as the method): " + "; ".join(out) + ".")
     if "predictor" in meth:
@@ -300,13 +310,12 @@ def verdict_multi(res: dict, method: str = "autobuild") -> str:
     out = []
     for b in [str(x) for x in res["budgets"]]:
         ours = meth[method][b]["hv_ratio_mean"]
-        rivals = {m: c[b]["hv_ratio_mean"] for m, c in meth.items() if m in BASELINES and b in c}
-        if not rivals:
+        other = best_other(meth, b, "hv_ratio", method)
+        if other is None:
             continue
-        best_m = max(rivals, key=rivals.get)
-        d = ours - rivals[best_m]
-        pair = paired_diff(meth[method][b].get("hv_ratio", []), meth[best_m][b].get("hv_ratio", []))
-        out.append(f"B={b}: {'**win**' if d > 0 else 'tie' if d == 0 else '**loss**'} ({method} {ours:.3f} vs {best_m} {rivals[best_m]:.3f}, "
+        best_m, theirs, pair = other
+        d = ours - theirs
+        out.append(f"B={b}: {'**win**' if d > 0 else 'tie' if d == 0 else '**loss**'} ({method} {ours:.3f} vs {best_m} {theirs:.3f}, "
                    f"{d:+.3f}{_noise(pair, '.3f') if d else ''})")
     return "**Reading** (computed from the table): " + "; ".join(out) + "."
 

@@ -75,18 +75,20 @@ def test_op_effect_signs_the_data_allow(shared_dir):
     assert 0.4 < limit["skip_connect"] < 0.75, limit
 
 
+def _cell(best: list) -> dict:
+    """A search-result cell (single objective) holding its per-seed bests."""
+    return {"best_mean": float(np.mean(best)), "best": best}
+
+
 def test_computed_readings_give_the_paired_standard_error():
     """The win/loss reading of a search table states the standard error of the per-seed
     difference and flags a difference under two of them."""
     from benchmarks.all import verdict_multi, verdict_single
 
-    def cell(best):
-        return {"best_mean": float(np.mean(best)), "best": best}
-
     res = {"optimum": 10.0, "budgets": [50, 100], "methods": {
-        "autobuild": {"50": cell([9.0, 9.2, 9.4]), "100": cell([9.5, 9.6, 9.7])},
-        "predictor": {"50": cell([8.0, 8.1, 8.2]), "100": cell([9.4, 9.9, 9.6])},
-        "tpe": {"50": cell([7.0, 7.0, 7.0]), "100": cell([9.0, 9.0, 9.0])}}}
+        "autobuild": {"50": _cell([9.0, 9.2, 9.4]), "100": _cell([9.5, 9.6, 9.7])},
+        "predictor": {"50": _cell([8.0, 8.1, 8.2]), "100": _cell([9.4, 9.9, 9.6])},
+        "tpe": {"50": _cell([7.0, 7.0, 7.0]), "100": _cell([9.0, 9.0, 9.0])}}}
     text = verdict_single(res)
     # B=50: +1.10 over predictor, per-seed differences 1.0 / 1.1 / 1.2 -> SE 0.06: a clear win
     assert "B=50: **win** (autobuild 9.20 vs predictor 8.10, +1.10 ± 0.06 paired SE)" in text
@@ -94,8 +96,8 @@ def test_computed_readings_give_the_paired_standard_error():
     assert "B=100: **loss** (autobuild 9.60 vs predictor 9.63, -0.03 ± 0.13 paired SE, within 2 SE)" in text
     assert "+1.10 ± 0.06 / -0.03 ± 0.13" in text
     # both means within 0.01 of the optimum: a tie whichever is larger, as the acceptance counts it
-    at_opt = {"optimum": 10.0, "budgets": [50], "methods": {"autobuild": {"50": cell([10.0, 10.0, 9.985])},
-                                                            "tpe": {"50": cell([10.0, 9.99, 9.99])}}}
+    at_opt = {"optimum": 10.0, "budgets": [50], "methods": {"autobuild": {"50": _cell([10.0, 10.0, 9.985])},
+                                                            "tpe": {"50": _cell([10.0, 9.99, 9.99])}}}
     assert "B=50: tie at the optimum (both within 0.01)" in verdict_single(at_opt)
     multi = {"budgets": [100], "methods": {"autobuild": {"100": {"hv_ratio_mean": 0.9, "hv_ratio": [0.8, 0.9, 1.0]}},
                                            "nsga2": {"100": {"hv_ratio_mean": 0.8, "hv_ratio": [0.7, 0.8, 0.9]}}}}
@@ -107,13 +109,10 @@ def test_heldout_table_counts_cells_and_keeps_a_tiny_loss_visible():
     0.00 still reads as a loss."""
     from benchmarks.all import md_search_heldout
 
-    def cell(best):
-        return {"best_mean": float(np.mean(best)), "best": best}
-
     res = {"optimum": 10.0, "budgets": [50, 100], "methods": {
-        "autobuild": {"50": cell([9.0, 9.2, 9.4]), "100": cell([9.600, 9.600, 9.600])},
-        "predictor": {"50": cell([8.0, 8.1, 8.2]), "100": cell([9.604, 9.602, 9.603])},
-        "tpe": {"50": cell([7.0, 7.0, 7.0]), "100": cell([9.0, 9.0, 9.0])}}}
+        "autobuild": {"50": _cell([9.0, 9.2, 9.4]), "100": _cell([9.600, 9.600, 9.600])},
+        "predictor": {"50": _cell([8.0, 8.1, 8.2]), "100": _cell([9.604, 9.602, 9.603])},
+        "tpe": {"50": _cell([7.0, 7.0, 7.0]), "100": _cell([9.0, 9.0, 9.0])}}}
     text = md_search_heldout({"demo": res})
     assert "| demo (10.00) | 50 | **9.20** | 8.10 | 7.00 | — | — | +1.10 ± 0.06 (predictor) |" in text
     assert "| 100 | 9.60 | **9.60** |" in text and "-0.003 ± 0.00 (predictor)" in text
@@ -123,11 +122,11 @@ def test_heldout_table_counts_cells_and_keeps_a_tiny_loss_visible():
 def test_heldout_devices_table_reads_hypervolume_against_the_best_other():
     from benchmarks.all import md_multi_heldout
 
-    def cell(r):
+    def hv_cell(r):
         return {"hv_ratio_mean": float(np.mean(r)), "hv_ratio": r}
 
-    res = {"budgets": [100], "methods": {"autobuild": {"100": cell([0.80, 0.90])}, "nsga2": {"100": cell([0.85, 0.95])},
-                                         "random": {"100": cell([0.5, 0.6])}}}
+    res = {"budgets": [100], "methods": {"autobuild": {"100": hv_cell([0.80, 0.90])}, "nsga2": {"100": hv_cell([0.85, 0.95])},
+                                         "random": {"100": hv_cell([0.5, 0.6])}}}
     text = md_multi_heldout({"dev": res})
     assert "| dev | 100 | 0.850 | **0.900** | 0.550 | -0.050 ± 0.000 (nsga2) |" in text
     assert "at or above every other method's in 0 of 1 cells; behind in 1: dev at 100 (-0.050 against nsga2)" in text
@@ -136,10 +135,7 @@ def test_heldout_devices_table_reads_hypervolume_against_the_best_other():
 def test_summary_plot_lists_every_comparison(tmp_path):
     from benchmarks.all import md_forest
 
-    def cell(best):
-        return {"best_mean": float(np.mean(best)), "best": best}
-
-    res = {"nbg_cora": {"budgets": [50], "methods": {"autobuild": {"50": cell([9.0, 9.2, 9.4])}, "tpe": {"50": cell([8.0, 8.1, 8.2])}}},
+    res = {"nbg_cora": {"budgets": [50], "methods": {"autobuild": {"50": _cell([9.0, 9.2, 9.4])}, "tpe": {"50": _cell([8.0, 8.1, 8.2])}}},
            "mo_pixel3": {"budgets": [100], "methods": {"autobuild": {"100": {"hv_ratio_mean": 0.85, "hv_ratio": [0.8, 0.9]}},
                                                        "nsga2": {"100": {"hv_ratio_mean": 0.9, "hv_ratio": [0.85, 0.95]}}}}}
     text = md_forest(res, tmp_path)
