@@ -55,7 +55,7 @@ def _method(overrides: list[str]) -> tuple[str, list[str]]:
 
 
 def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: str | Path, data: str | None = None,
-         extra: dict[str, list[str]] | None = None, log=print) -> dict:
+         extra: dict[str, list[str]] | None = None, log=lambda s: print(s, flush=True)) -> dict:
     """Run every (table, variant) pair not yet in ``out`` and merge the results into it.
 
     Args:
@@ -68,6 +68,7 @@ def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: s
         out: JSON file to merge into.
         data: folder of the benchmark tables (for nb201).
         extra: more named variants (name -> overrides).
+        log: gets a line per finished repeat and per finished (table, variant) cell (default: print, flushed).
     """
     from . import search as S
 
@@ -88,7 +89,8 @@ def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: s
                 continue
             method, over = (v, []) if v in REFERENCES else _method(known[v])
             t0 = time.time()
-            r = S.run_single(bench.space, objective, [method], budgets, repeats, seed, S.bench_settings("default", over), lambda s: None)
+            r = S.run_single(bench.space, objective, [method], budgets, repeats, seed, S.bench_settings("default", over), lambda s: None,
+                             progress=lambda line, t=t: log(f"{t:>10s} {line.strip()}"))
             cell[v] = {"optimum": r["optimum"], "budgets": budgets, "cells": r["methods"][method], "seconds": round(time.time() - t0, 1)}
             if v not in REFERENCES:
                 res["variants"][v] = known[v]

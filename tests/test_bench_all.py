@@ -155,7 +155,11 @@ def test_tune_variant_can_run_the_predictor_loop(tmp_path):
     with pytest.raises(ConfigError, match="method=NAME"):
         _method(["method=grid"])
     out = tmp_path / "tune.json"
-    res = tune(["cora"], ["predictor", "p"], 1, 1000, out, extra={"p": ["method=predictor"]}, log=lambda s: None)
+    lines: list[str] = []
+    res = tune(["cora"], ["predictor", "p"], 1, 1000, out, extra={"p": ["method=predictor"]}, log=lines.append)
+    # progress: a line per finished repeat (naming table, method and seed), then one per finished cell
+    assert sum("cora" in ln and "repeat 1/1 (seed 1000)" in ln and "predictor" in ln for ln in lines) == 2
+    assert [ln.split(":")[0].split() for ln in lines if "repeat" not in ln] == [["cora", "predictor"], ["cora", "p"]]
     cells = res["tables"]["cora"]
     for b in ("50", "100", "200"):  # the same search (run times aside)
         same, ref = cells["p"]["cells"][b], cells["predictor"]["cells"][b]
