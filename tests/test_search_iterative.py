@@ -188,6 +188,57 @@ def test_explore_units_swaps_one_unit_for_a_kept_configuration(nbg):
     assert off_menu(0.0)[0] > 0
 
 
+def test_units_thompson_keeps_one_members_top_configurations(nbg):
+    """The probe option ``units_thompson``: each round's pruned space is one ranker's top
+    configurations, drawn at random, not the ensemble mean's; with a single ranker the two agree,
+    so the search is the same evaluation for evaluation."""
+    space, table = nbg
+
+    def rounds_of(ensemble, thompson):
+        rounds, obj = [], TableObjective(space, table)
+        _search("autobuild", space, obj, 25, seed=5, on_round=rounds.append,
+                settings={**FAST, "ensemble": ensemble, "units_thompson": thompson})
+        return rounds, [space.key(a) for a in obj.seen]
+
+    def mean_top(r):  # the kept labels per unit by the ensemble mean (what the default keeps)
+        df = r["unit_scores"]
+        return [df[df["unit"] == u].sort_values("score", ascending=False, kind="stable").head(len(kept))["label"].tolist()
+                for u, kept in enumerate(r["pruned"]["units"])]
+
+    one, seen_one = rounds_of(1, True)
+    assert seen_one == rounds_of(1, False)[1]
+    assert all(r["pruned"]["units"] == mean_top(r) for r in one if r["pruned"] is not None)
+    two, _ = rounds_of(3, True)
+    trained = [r for r in two if r["pruned"] is not None]
+    assert trained and any(r["pruned"]["units"] != mean_top(r) for r in trained)
+
+
+def test_units_temperature_weights_the_space_by_unit_scores(nbg):
+    """The probe option ``units_temperature``: the pool's unit share is drawn from the whole space,
+    each unit's configuration with probability growing with its unit score. Near zero it always
+    takes each unit's top-scored configuration; very high, any of them."""
+    space, table = nbg
+
+    def model_picks_with_top_units(temperature):
+        rounds = []
+        _search("autobuild", space, TableObjective(space, table), 25, seed=6, on_round=rounds.append,
+                settings={**FAST, "units_temperature": temperature, "pool_mutations": 0, "pool_random": 0,
+                          "explore_fraction": 0.0})
+        shares = []
+        for r in (r for r in rounds if r["unit_scores"] is not None):
+            df = r["unit_scores"]
+            top = [df[df["unit"] == u].sort_values("score", ascending=False, kind="stable").iloc[0]["label"]
+                   for u in range(len(space.units))]
+            picks = r["batch"][: r["pool_size"]]  # the pool holds only the weighted draws: these came from it
+            shares += [all(space.format_config(u, c) == top[u] for u, c in enumerate(a.units)) for a in picks]
+        return shares
+
+    cold = model_picks_with_top_units(0.01)
+    assert cold and all(cold)
+    hot = model_picks_with_top_units(100.0)
+    assert hot and not any(hot)
+
+
 def test_driver_searches_on_when_most_seeds_fail(nbg):
     """A table that holds a small part of the space (NAS-Bench-Graph's proteins table: 2,021 of
     26,206 architectures) fails most seeds: the driver skips its seed ranker and the iterative

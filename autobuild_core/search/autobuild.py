@@ -87,6 +87,13 @@ class IterativeSettings(BaseModel):
                                 "every candidate (0: never)")
     keep_exponent: float = Field(0.5, gt=0, le=1, description="the pruned space keeps the top ceil(n_u ** keep_exponent) "
                                  "configurations of unit u (all global choices are kept)")
+    units_thompson: bool = Field(False, description="(probe) each round the pruned space keeps the top configurations by "
+                                 "one ensemble member's unit scores, drawn at random, instead of the ensemble mean (Thompson "
+                                 "sampling over the rankers: the pruned space varies from round to round as the rankers disagree)")
+    units_temperature: float = Field(0.0, ge=0, description="(probe) > 0: the pool_units share is drawn from the whole space "
+                                     "with each unit's configuration sampled with probability proportional to exp(z / T), z its "
+                                     "unit score standardised within the unit, instead of uniformly from the pruned space "
+                                     "(weighting the space rather than pruning it; 0: prune)")
     unit_scoring: Literal["paper", "marginal"] = Field("paper", description="score_units method")
     kappas: tuple[float, ...] = Field((0.0, 1.0, 2.0), description="UCB factors (mean + kappa x std), cycled over a batch's slots")
     explore_fraction: float = Field(0.2, ge=0, le=1, description="share of each batch spent on model-free random mutations of "
@@ -156,6 +163,7 @@ class IterativeAutoBuild(SearchStrategy):
         self._round = 0
         self._ridges: list = []  # per objective, set every round: [(weights, intercept)] of its ridge members
         self._prev_top: list | None = None
+        self._unit_logits: list | None = None  # units_temperature: per unit {config: standardised score}
         self._init: list | None = None
         self._prev_best: frozenset | None = None
         self._stalled = 0
@@ -281,6 +289,7 @@ class IterativeAutoBuild(SearchStrategy):
         s = self.settings
         choices = [[] for _ in self.space.units]
         first = None
+        logits = None  # per unit: {config: standardised score summed over objectives}
         for j, ens in enumerate(ensembles):
             tables = [score_units(t, self.space, method=s.unit_scoring, seed=self.seed) for t in ens]
             df = tables[0].copy()
@@ -289,6 +298,18 @@ class IterativeAutoBuild(SearchStrategy):
             df["rank"] = df.groupby("unit")["score"].rank(ascending=False, method="first").astype(int)
             if first is None:
                 first = df
+            if s.units_thompson:
+                pick = np.random.default_rng([self.seed, self._round, j, 99]).integers(len(tables))
+                df = df.assign(score=tables[pick]["score"].to_numpy())
+            if s.units_temperature > 0:
+                logits = logits or [{} for _ in self.space.units]
+                for u in range(len(self.space.units)):
+                    sub = df[df["unit"] == u]
+                    sc = sub["score"].to_numpy(float)
+                    z = (sc - sc.mean()) / (sc.std() or 1.0)
+                    for c, zz in zip(sub["config"], z):
+                        cfg = config_of(c)
+                        logits[u][cfg] = logits[u].get(cfg, 0.0) + float(zz) / len(ensembles)
             for u, spec in enumerate(self.space.units):
                 k = max(1, math.ceil(spec.n_configs ** s.keep_exponent))
                 if len(ensembles) > 1:
@@ -300,6 +321,7 @@ class IterativeAutoBuild(SearchStrategy):
                         choices[u].append(cfg)
         scores = [[0.0] * len(c) for c in choices]
         pruned = PrunedSpace(self.space, choices, scores, {k: tuple(v) for k, v in self.space.global_choices.items()})
+        self._unit_logits = logits
         top = [first[first["unit"] == u].sort_values("score", ascending=False, kind="stable").iloc[0]["label"] for u in range(len(self.space.units))]
         changed = []
         if self._prev_top is not None:
@@ -406,11 +428,14 @@ class IterativeAutoBuild(SearchStrategy):
         # 2. the unit-score-pruned space (or, for the predictor, the same number drawn uniformly)
         n_units = int(round(share * s.pool_units)) if pruned is not None else 0
         src = "units"
-        if n_units:
+        draws = []
+        if n_units and s.units_temperature > 0 and self._unit_logits:
+            draws = self._weighted_draws(n_units)
+        elif n_units:
             draws = list(pruned.enumerate_by_score()) if pruned.size <= n_units else pruned.sample(n_units, self.rng)
-            for a in draws:
-                if self.domain.contains(a):
-                    add(a)
+        for a in draws:
+            if self.domain.contains(a):
+                add(a)
         # 3. uniform: the pool_random share, plus the part of pool_units not drawn from the pruned space
         src = "uniform"
         for _ in range(s.pool_units - n_units + s.pool_random):
@@ -419,6 +444,26 @@ class IterativeAutoBuild(SearchStrategy):
             for a in self.domain.enumerate():
                 add(a)
         return pool
+
+    def _weighted_draws(self, n: int) -> list:
+        """``n`` architectures with each unit's configuration drawn with probability proportional to
+        exp(z / units_temperature) over its standardised unit scores; global choices uniform."""
+        T = self.settings.units_temperature
+        per_unit = []
+        for lg in self._unit_logits:
+            cfgs = list(lg)
+            z = np.array([lg[c] for c in cfgs]) / T
+            p = np.exp(z - z.max())
+            per_unit.append((cfgs, p / p.sum()))
+        out = []
+        for _ in range(n):
+            cfgs = [c[int(self.rng.choice(len(c), p=p))] for c, p in per_unit]
+            g = {k: v[int(self.rng.integers(len(v)))] for k, v in self.space.global_choices.items()}
+            try:
+                out.append(self.space.assemble(cfgs, g))
+            except EncodingError:
+                continue
+        return out
 
     # ---- acquisition ---------------------------------------------------------------------------
     def _predict(self, ensembles: list, pool: list) -> tuple[np.ndarray, np.ndarray]:
