@@ -55,7 +55,7 @@ def _method(overrides: list[str]) -> tuple[str, list[str]]:
 
 
 def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: str | Path, data: str | None = None,
-         extra: dict[str, list[str]] | None = None, log=lambda s: print(s, flush=True)) -> dict:
+         extra: dict[str, list[str]] | None = None, log=lambda s: print(s, flush=True), budgets: list[int] | None = None) -> dict:
     """Run every (table, variant) pair not yet in ``out`` and merge the results into it.
 
     Args:
@@ -69,6 +69,8 @@ def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: s
         data: folder of the benchmark tables (for nb201).
         extra: more named variants (name -> overrides).
         log: gets a line per finished repeat and per finished (table, variant) cell (default: print, flushed).
+        budgets: evaluation budgets for every table (default: 25/50/100/200 on nb201, 50/100/200 on
+            NAS-Bench-Graph). A table already in ``out`` must have been run with the same budgets.
     """
     from . import search as S
 
@@ -81,7 +83,11 @@ def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: s
     if (res["seed"], res["repeats"]) != (seed, repeats):
         raise ConfigError(f"{out} holds seeds {res['seed']}+{res['repeats']}; use the same --seed/--repeats or another --out.")
     for t in tables:
-        bench, budgets = _table(t, data)
+        bench, table_budgets = _table(t, data)
+        bud = sorted(budgets) if budgets else table_budgets
+        held = {tuple(c["budgets"]) for c in res["tables"].get(t, {}).values()}
+        if held and held != {tuple(bud)}:
+            raise ConfigError(f"{out} holds table {t} at budgets {sorted(held)[0]}, not {bud}; use the same --budgets or another --out.")
         objective = S.make_objective(bench, None, None)
         for v in variants:
             cell = res["tables"].setdefault(t, {})
@@ -89,14 +95,14 @@ def tune(tables: list[str], variants: list[str], repeats: int, seed: int, out: s
                 continue
             method, over = (v, []) if v in REFERENCES else _method(known[v])
             t0 = time.time()
-            r = S.run_single(bench.space, objective, [method], budgets, repeats, seed, S.bench_settings("default", over), lambda s: None,
+            r = S.run_single(bench.space, objective, [method], bud, repeats, seed, S.bench_settings("default", over), lambda s: None,
                              progress=lambda line, t=t: log(f"{t:>10s} {line.strip()}"))
-            cell[v] = {"optimum": r["optimum"], "budgets": budgets, "cells": r["methods"][method], "seconds": round(time.time() - t0, 1)}
+            cell[v] = {"optimum": r["optimum"], "budgets": bud, "cells": r["methods"][method], "seconds": round(time.time() - t0, 1)}
             if v not in REFERENCES:
                 res["variants"][v] = known[v]
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(res, indent=1))
-            log(f"{t:>10s} {v:>12s}: " + " / ".join(f"{cell[v]['cells'][str(b)]['best_mean']:.2f}" for b in budgets) + f"  ({cell[v]['seconds']:.0f}s)")
+            log(f"{t:>10s} {v:>12s}: " + " / ".join(f"{cell[v]['cells'][str(b)]['best_mean']:.2f}" for b in bud) + f"  ({cell[v]['seconds']:.0f}s)")
     return res
 
 
@@ -122,7 +128,7 @@ def markdown(res: dict) -> str:
         mean = f"{np.mean(regrets):.3f}" if len(regrets) == len(cols) else "(incomplete)"
         lines.append(f"| {v} | " + " | ".join(row) + f" | {mean} |")
     over = "; ".join(f"`{v}`: " + (", ".join(f"`{o}`" for o in res["variants"][v]) or "the defaults") for v in res["variants"])
-    return "\n".join(lines + ["", f"Variants: {over}. Seeds {res['seed']}–{res['seed'] + res['repeats'] - 1}."])
+    return "\n".join(lines + ["", f"Variants: {over or 'none (reference methods only)'}. Seeds {res['seed']}–{res['seed'] + res['repeats'] - 1}."])
 
 
 def run(args) -> int:
@@ -141,7 +147,11 @@ def run(args) -> int:
         print(f"warning: seed {args.seed} < 1000 overlaps the reported seeds (0-9); tuning should use 1000 and up")
     import os
 
-    res = tune(tables, variants, args.repeats, args.seed, args.out, args.data or os.environ.get("AUTOBUILD_DATA_DIR"), extra)
+    from .search import _int_list
+
+    budgets = _int_list(args.budgets) if args.budgets else None
+    res = tune(tables, variants, args.repeats, args.seed, args.out, args.data or os.environ.get("AUTOBUILD_DATA_DIR"), extra,
+               budgets=budgets)
     print(markdown(res))
     return 0
 
@@ -151,6 +161,8 @@ def register(sub) -> None:
     p.add_argument("--tables", default="nb201,cora,pubmed,photo", help="nb201 and/or NAS-Bench-Graph datasets (default nb201,cora,pubmed,photo)")
     p.add_argument("--variants", default=",".join([*VARIANTS, "tpe", "predictor"]), help="variant names and reference methods")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]", help="define another variant")
+    p.add_argument("--budgets", help="comma-separated evaluation budgets for every table (default 25,50,100,200 on nb201, "
+                   "50,100,200 on NAS-Bench-Graph)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--data", help="folder of the benchmark tables (default $AUTOBUILD_DATA_DIR)")

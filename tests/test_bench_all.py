@@ -156,12 +156,15 @@ def test_tune_variant_can_run_the_predictor_loop(tmp_path):
         _method(["method=grid"])
     out = tmp_path / "tune.json"
     lines: list[str] = []
-    res = tune(["cora"], ["predictor", "p"], 1, 1000, out, extra={"p": ["method=predictor"]}, log=lines.append)
+    res = tune(["cora"], ["predictor", "p"], 1, 1000, out, extra={"p": ["method=predictor"]}, log=lines.append, budgets=[20, 15])
     # progress: a line per finished repeat (naming table, method and seed), then one per finished cell
     assert sum("cora" in ln and "repeat 1/1 (seed 1000)" in ln and "predictor" in ln for ln in lines) == 2
     assert [ln.split(":")[0].split() for ln in lines if "repeat" not in ln] == [["cora", "predictor"], ["cora", "p"]]
+    with pytest.raises(ConfigError, match=r"budgets \(15, 20\), not \[50, 100, 200\]"):
+        tune(["cora"], ["tpe"], 1, 1000, out, log=lines.append)  # the file holds cora at other budgets
     cells = res["tables"]["cora"]
-    for b in ("50", "100", "200"):  # the same search (run times aside)
+    assert cells["p"]["budgets"] == [15, 20]
+    for b in ("15", "20"):  # the same search (run times aside)
         same, ref = cells["p"]["cells"][b], cells["predictor"]["cells"][b]
         assert {k: v for k, v in same.items() if "second" not in k} == {k: v for k, v in ref.items() if "second" not in k}
     assert res["variants"]["p"] == ["method=predictor"] and json.loads(out.read_text())["tables"]["cora"].keys() == {"predictor", "p"}

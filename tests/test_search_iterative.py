@@ -99,7 +99,7 @@ def test_rounds_record_where_picks_came_from_and_credit_gates_the_pruned_share(n
     runs = {}
     for credit in (False, True):
         rounds = []
-        _search("autobuild", space, TableObjective(space, table), 70, seed=4, on_round=rounds.append,
+        _search("autobuild", space, TableObjective(space, table), 50, seed=4, on_round=rounds.append,
                 settings={**FAST, "pool_mutations": 10, "pool_units": 200, "pool_random": 10,  # a pool mostly from the pruned space
                           "units_credit": credit, "units_credit_min": 1, "units_credit_floor": 0.0})
         runs[credit] = rounds
