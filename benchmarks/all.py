@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import _clean
-from .search import best_other, signed, verdict_multi, verdict_single
+from .search import BASELINES, best_other, signed, verdict_multi, verdict_single
 
 NB201 = "nb201/nb201_cifar10.csv"
 NB201_LAT = "nb201/nb201_latency_ms.csv"
@@ -291,7 +291,7 @@ def md_compare_table(results: dict, title: str, intro: str, fmt: str = ".2f") ->
             if other is None:
                 continue
             best_m, top, pair = other
-            row = {m: meth[m][b]["best_mean"] for m in ("autobuild", "predictor", "tpe", "rea", "random") if m in meth and b in meth[m]}
+            row = {m: meth[m][b]["best_mean"] for m in ("autobuild",) + BASELINES if m in meth and b in meth[m]}
             diff = row["autobuild"] - top
             shown = signed(diff)
             cells += 1

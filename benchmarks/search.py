@@ -421,7 +421,8 @@ def run_multi(space, objective: Objective, methods, budgets, repeats, seed0, set
     return out
 
 
-def _int_list(text: str) -> list[int]:
+def budget_list(text: str) -> list[int]:
+    """Comma-separated positive evaluation budgets (``--budgets``), or a ConfigError naming the problem."""
     try:
         vals = [int(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
@@ -435,7 +436,7 @@ def run(args) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    budgets = _int_list(args.budgets) if args.budgets else [int(args.budget)]
+    budgets = budget_list(args.budgets) if args.budgets else [int(args.budget)]
     if args.surrogate:
         bench = load_surrogate_bench(args.surrogate, args.data)
         args.space = bench.space.name

@@ -147,9 +147,9 @@ def run(args) -> int:
         print(f"warning: seed {args.seed} < 1000 overlaps the reported seeds (0-9); tuning should use 1000 and up")
     import os
 
-    from .search import _int_list
+    from .search import budget_list
 
-    budgets = _int_list(args.budgets) if args.budgets else None
+    budgets = budget_list(args.budgets) if args.budgets else None
     res = tune(tables, variants, args.repeats, args.seed, args.out, args.data or os.environ.get("AUTOBUILD_DATA_DIR"), extra,
                budgets=budgets)
     print(markdown(res))
